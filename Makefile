@@ -1,0 +1,42 @@
+# One command per job. `make check` is what CI runs (see .ci/run and README).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install check lint typecheck test unit integration e2e fmt build tf-check contract dev
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+
+lint:
+	$(BIN)/ruff check shared functions tests
+	$(BIN)/ruff format --check shared functions tests
+
+fmt:
+	$(BIN)/ruff format shared functions tests
+	$(BIN)/ruff check --fix shared functions tests
+
+typecheck:
+	$(BIN)/mypy
+
+unit:
+	$(BIN)/pytest tests/unit -q
+
+integration:
+	$(BIN)/pytest tests/integration -q
+
+e2e:
+	$(BIN)/pytest tests/e2e -q
+
+test:
+	$(BIN)/pytest -q
+
+contract:
+	$(BIN)/python -m truecount.contract --write
+
+check: install lint typecheck test
