@@ -208,7 +208,9 @@ class Config(_Section):
 
     def rule(self, name: str) -> RuleConfig:
         """The effective rule for an event name, defaults applied."""
-        base = self.rules.get(name) or DEFAULT_RULES.get(name) or RuleConfig()
+        base = DEFAULT_RULES.get(name) or RuleConfig()
+        if name in self.rules:  # an explicit rule overrides only the keys it sets
+            base = base.model_copy(update=self.rules[name].model_dump(exclude_unset=True))
         if base.truth is None:
             backend = name == "purchase" and self.sources.any_backend
             base = base.model_copy(update={"truth": "backend" if backend else "first"})

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
@@ -38,7 +39,7 @@ SAMPLED_KEY = "logging.googleapis.com/trace_sampled"
 SOURCE_KEY = "logging.googleapis.com/sourceLocation"
 
 EMAIL_MARK = "[email]"
-SECRET_MARK = "[secret]"
+SECRET_MARK = "[secret]"  # noqa: S105 (the replacement text, not a secret)
 _SECRET_MIN_LENGTH = 4
 
 # Also matches the URL-encoded form (``name%40example.com``).
@@ -51,12 +52,14 @@ _SEVERITY = {
     logging.ERROR: "ERROR",
     logging.CRITICAL: "CRITICAL",
 }
-_RECORD_ATTRS = frozenset(
-    logging.LogRecord("", 0, "", 0, "", (), None).__dict__
-) | {"message", "asctime", "taskName"}
+_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "truecount_log_context", default={}
+    "truecount_log_context", default=MappingProxyType({})
 )
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -122,7 +125,9 @@ def _scrub(value: Any) -> Any:
     return redact(str(value))
 
 
-def parse_trace_header(header: str | None) -> tuple[str, str | None, bool | None] | None:
+def parse_trace_header(
+    header: str | None,
+) -> tuple[str, str | None, bool | None] | None:
     """Parse ``X-Cloud-Trace-Context: TRACE_ID/SPAN_ID;o=1``.
 
     Args:

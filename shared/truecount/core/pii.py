@@ -91,6 +91,11 @@ def _text(raw: str | None) -> str:
     return unicodedata.normalize("NFC", raw).strip()
 
 
+def _nfc(value: str) -> str:
+    """NFC again: dropping a character can leave a mark to recombine."""
+    return unicodedata.normalize("NFC", value)
+
+
 def normalize_email(raw: str) -> str | None:
     """Normalise an email the way Meta, LinkedIn and TikTok expect.
 
@@ -100,7 +105,7 @@ def normalize_email(raw: str) -> str | None:
     Returns:
         The trimmed, lower-cased address, or None if it is not an email address.
     """
-    value = _text(raw).lower()
+    value = _nfc(_text(raw).lower())
     if len(value) > _EMAIL_MAX or not _EMAIL.match(value):
         return None
     return value
@@ -133,7 +138,9 @@ def _calling_code(default_country: str | None) -> str | None:
     if default_country is None:
         return None
     code = default_country.strip().removeprefix("+")
-    if not code.isdigit() or not 1 <= len(code) <= 3 or code.startswith("0"):
+    if not (code.isascii() and code.isdigit()) or not 1 <= len(code) <= 3:
+        return None
+    if code.startswith("0"):
         return None
     return code
 
@@ -144,7 +151,8 @@ def _phone_digits(raw: str, default_country: str | None) -> str | None:
     if not text or not _PHONE_ALLOWED.match(text):
         return None
     text = _BRACKETED_TRUNK.sub("", text)
-    digits = "".join(ch for ch in text if ch.isdigit())
+    # Any script's decimal digits (e.g. Arabic-Indic) become ASCII digits.
+    digits = "".join(str(unicodedata.decimal(ch)) for ch in text if ch.isdecimal())
     if text.startswith("+"):
         number = digits
     elif digits.startswith("00"):
@@ -158,8 +166,11 @@ def _phone_digits(raw: str, default_country: str | None) -> str | None:
             # already includes the country code. A leading 0 is a national
             # trunk prefix, so the country is unknown.
             number = digits
-        elif code == _NANP and len(digits) == _NANP_NATIONAL_DIGITS + 1:
-            number = digits if digits.startswith(_NANP) else ""
+        elif code == _NANP:
+            # NANP numbers are 10 digits; a leading 1 is the trunk prefix.
+            national = digits[1:] if digits.startswith(_NANP) else digits
+            ok = len(national) == _NANP_NATIONAL_DIGITS
+            number = _NANP + national if ok else ""
         else:
             national = digits if code in _KEEP_LEADING_ZERO else digits.lstrip("0")
             number = code + national if national else ""
@@ -176,8 +187,8 @@ def normalize_phone(raw: str, default_country: str | None = None) -> str | None:
     A number written with ``+`` or a leading international ``00`` carries its
     country code. Otherwise ``default_country`` (a calling code such as ``"1"`` or
     ``"44"``) is prepended after dropping the national trunk ``0``; for NANP
-    (``"1"``) an 11-digit number starting with ``1`` already has it. Without a
-    default, the digits are taken to include the country code.
+    (``"1"``) the number must have 10 digits after an optional leading ``1``.
+    Without a default, the digits are taken to include the country code.
 
     Args:
         raw: the number as entered, e.g. ``"(650) 555-1212"``.
@@ -208,7 +219,7 @@ def _letters_only(raw: str | None) -> str | None:
     value = "".join(
         ch for ch in _text(raw).lower() if unicodedata.category(ch)[0] in "LM"
     )
-    return value or None
+    return _nfc(value) or None
 
 
 def normalize_name(raw: str) -> str | None:
@@ -229,7 +240,7 @@ def normalize_name(raw: str) -> str | None:
             kept.append(ch)
         elif ch.isspace():
             kept.append(" ")
-    value = " ".join("".join(kept).split())
+    value = " ".join(_nfc("".join(kept)).split())
     return value or None
 
 
@@ -270,7 +281,7 @@ def normalize_postal_code(raw: str) -> str | None:
         The normalised code, or None if nothing is left.
     """
     head = _text(raw).split("-", 1)[0].lower()
-    value = "".join(ch for ch in head if ch.isalnum())
+    value = _nfc("".join(ch for ch in head if ch.isalnum()))
     return value or None
 
 

@@ -30,9 +30,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
+    PlainValidator,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -91,7 +90,21 @@ Money = Annotated[
 ]
 
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
-ParamValue = StrictStr | StrictInt | StrictFloat
+
+
+def _param_value(value: object) -> str | int | float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("must be a string or a number")
+    if isinstance(value, float) and value != value:  # NaN
+        raise ValueError("must be a finite number")
+    return value
+
+
+ParamValue = Annotated[
+    str | int | float,
+    PlainValidator(_param_value),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "number"}]}),
+]
 ParamName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")]
 
 
