@@ -56,6 +56,12 @@ class OutboundRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
     secret_headers: Mapping[str, str] = field(default_factory=dict)
     secret_query: Mapping[str, str] = field(default_factory=dict)
+    #: exact body bytes to send instead of serialising ``json`` (signed bodies,
+    #: form-encoded token requests). Never recorded: it may carry credentials.
+    content: bytes | None = None
+    #: what ``build`` changed to fit the platform's limits (e.g. a truncated
+    #: param), for the ledger; never sent.
+    notes: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         """What the ledger keeps of this request: no secrets."""
