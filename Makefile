@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install check lint typecheck test unit integration e2e fmt build tf-check contract dev
+.PHONY: install system-deps check lint typecheck test unit integration e2e fmt build tf-check contract dev bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,4 +39,23 @@ test:
 contract:
 	$(BIN)/python -m truecount.contract --write
 
-check: install lint typecheck test
+# Chromium (Debian package) for the browser tests; never a downloaded browser.
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+build:
+	$(BIN)/python scripts/build_functions.py
+
+tf-check:
+	scripts/tf_check.sh
+
+dev: install
+	$(BIN)/truecount dev
+
+bench:
+	$(BIN)/python benchmarks/run_all.py
+
+check: install lint typecheck contract-check tf-check test
+
+contract-check:
+	$(BIN)/python -m truecount.contract --check

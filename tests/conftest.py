@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
 from truecount import emulators as emu
 from truecount.settings import get_settings
 

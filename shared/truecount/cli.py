@@ -6,19 +6,26 @@ and no command pays for another's SDKs.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from truecount.ops.cli import reconcile_cmd, replay_cmd, status_cmd, trace_cmd
 
 app = typer.Typer(
     help="Truecount: server-side measurement, every conversion counted once.",
     no_args_is_help=True,
     add_completion=False,
 )
-config_app = typer.Typer(help="Inspect and validate the TOML config.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Inspect and validate the TOML config.", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
+app.command("status")(status_cmd)
+app.command("trace")(trace_cmd)
+app.command("replay")(replay_cmd)
+app.command("reconcile")(reconcile_cmd)
 
 
 @app.command()
@@ -29,11 +36,18 @@ def dev(
     project: Annotated[str, typer.Option(help="project id on the emulators")] = (
         "truecount-local"
     ),
+    port_offset: Annotated[
+        int, typer.Option(help="added to every port (8081-8083, 8090)")
+    ] = 0,
+    workdir: Annotated[Path, typer.Option(help="logs and generated config")] = Path(
+        ".truecount"
+    ),
 ) -> None:
-    """Run the whole system locally: emulators, ingest, webhook, fanout, capture sink."""
+    """Run the whole system locally: emulators, functions, push wiring, capture sink."""
     from truecount.devstack import DevStack, StackPorts
 
-    stack = DevStack(ports=StackPorts(), project=project, config_path=config)
+    ports = StackPorts().shifted(port_offset)
+    stack = DevStack(ports=ports, project=project, config_path=config, workdir=workdir)
     stack.run_forever()
 
 
@@ -43,12 +57,13 @@ def send(
     webhook: Annotated[str, typer.Option(help="webhook base URL")] = "",
     capture: Annotated[str, typer.Option(help="capture sink base URL")] = "",
     wait: Annotated[float, typer.Option(help="seconds to wait for deliveries")] = 20.0,
+    port_offset: Annotated[int, typer.Option(help="as given to truecount dev")] = 0,
 ) -> None:
     """Send demo traffic for the three architectures and show what each platform got."""
     from truecount.demo import run_demo
     from truecount.devstack import StackPorts
 
-    ports = StackPorts()
+    ports = StackPorts().shifted(port_offset)
     code = run_demo(
         ingest or ports.url("ingest"),
         webhook or ports.url("webhook"),
@@ -80,10 +95,14 @@ def config_check(
 
     try:
         cfg = load_config(path)
-        validate_config(cfg, dict(os.environ))
     except ConfigError as exc:
         typer.echo(f"invalid: {exc}", err=True)
         raise typer.Exit(1) from None
+    problems = validate_config(cfg, dict(os.environ))
+    for problem in problems:
+        typer.echo(f"invalid: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
     typer.echo(f"ok: {len(cfg.destinations)} destinations, {len(cfg.rules)} rules")
 
 
@@ -93,4 +112,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -57,7 +57,9 @@ class IngestConfig(_Section):
 class StripeConfig(_Section):
     """``POST /stripe``."""
 
-    signing_secrets_env: str = Field("TRUECOUNT_STRIPE_SIGNING_SECRETS", pattern=ENV_NAME)
+    signing_secrets_env: str = Field(
+        "TRUECOUNT_STRIPE_SIGNING_SECRETS", pattern=ENV_NAME
+    )
     tolerance_seconds: int = Field(300, ge=0, le=86400)
     test_mode: Literal["debug", "drop", "accept"] = Field(
         "debug", description="livemode=false events: mark debug, drop, or accept"
@@ -165,8 +167,9 @@ class RuleConfig(_Section):
 
     key: Literal["transaction_id", "lead_id", "event_id"] = "event_id"
     truth: Literal["first", "backend"] | None = Field(
-        None, description="first (default) | backend (default for purchase once a "
-        "backend source is configured)"
+        None,
+        description="first (default) | backend (default for purchase once a "
+        "backend source is configured)",
     )
     idempotence: Literal["ledger", "none"] = Field(
         "ledger", description="none: skip the ledger (at-least-once funnel events)"
@@ -210,7 +213,9 @@ class Config(_Section):
         """The effective rule for an event name, defaults applied."""
         base = DEFAULT_RULES.get(name) or RuleConfig()
         if name in self.rules:  # an explicit rule overrides only the keys it sets
-            base = base.model_copy(update=self.rules[name].model_dump(exclude_unset=True))
+            base = base.model_copy(
+                update=self.rules[name].model_dump(exclude_unset=True)
+            )
         if base.truth is None:
             backend = name == "purchase" and self.sources.any_backend
             base = base.model_copy(update={"truth": "backend" if backend else "first"})

@@ -15,6 +15,7 @@ left behind after Ctrl-C or a failed test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,6 +52,15 @@ DEV_SECRETS: dict[str, str] = {
 }
 
 
+#: Answers the capture sink gives where a platform's body decides the outcome.
+PLATFORM_ANSWERS: dict[str, Any] = {
+    "/tiktok": {"code": 0, "message": "OK", "request_id": "local"},
+    "/meta": {"events_received": 1, "messages": [], "fbtrace_id": "local"},
+    "/oauth/token": {"access_token": "local-access-token", "expires_in": 3600},
+    "/google-ads": {"results": [{"conversionAction": "local"}]},
+}
+
+
 @dataclass(frozen=True)
 class StackPorts:
     """Fixed, documented ports of the local stack (tests pass free ones)."""
@@ -59,6 +69,15 @@ class StackPorts:
     webhook: int = 8082
     fanout: int = 8083
     capture: int = 8090
+
+    def shifted(self, offset: int) -> StackPorts:
+        """The same layout moved by ``offset`` (to run two stacks side by side)."""
+        return StackPorts(
+            self.ingest + offset,
+            self.webhook + offset,
+            self.fanout + offset,
+            self.capture + offset,
+        )
 
     def url(self, name: str) -> str:
         """Base URL of one component, e.g. ``http://127.0.0.1:8081``."""
@@ -113,7 +132,8 @@ conversion_actions = {{ purchase = "111", close_convert_lead = "222" }}
 type = "linkedin"
 endpoint = "{c}/linkedin"
 events = ["purchase", "close_convert_lead"]
-conversions = {{ purchase = "urn:lla:llaPartnerConversion:123", close_convert_lead = "urn:lla:llaPartnerConversion:456" }}
+conversions.purchase = "urn:lla:llaPartnerConversion:123"
+conversions.close_convert_lead = "urn:lla:llaPartnerConversion:456"
 
 [destinations.tiktok]
 type = "tiktok"
@@ -195,6 +215,7 @@ class DevStack:
             hosts = self._emulators.env()
         self.capture = CaptureServer(host="127.0.0.1", port=self.ports.capture)
         self.capture.start()
+        self.script_platform_answers()
         config = self.config_path or self._write_config()
         self.env = {
             **DEV_SECRETS,
@@ -205,11 +226,25 @@ class DevStack:
         }
         os.environ.update(hosts)
         self._wire_pubsub()
-        for name, sig in (("ingest", "http"), ("webhook", "http"), ("fanout", "cloudevent")):
+        for name, sig in (
+            ("ingest", "http"),
+            ("webhook", "http"),
+            ("fanout", "cloudevent"),
+        ):
             self._spawn(name, sig)
         for name in ("ingest", "webhook"):
             _wait_http(f"{self.ports.url(name)}/healthz", 60, self._procs[name])
         _wait_http(self.ports.url("fanout"), 60, self._procs["fanout"])
+
+    def script_platform_answers(self) -> None:
+        """Make the capture sink answer like the platforms where the body matters."""
+        for prefix, body in PLATFORM_ANSWERS.items():
+            self.capture.script(prefix, [], body=body)
+
+    def reset_capture(self) -> None:
+        """Forget captured requests and scripts, then restore the platform answers."""
+        self.capture.reset()
+        self.script_platform_answers()
 
     def _write_config(self) -> Path:
         path = self.workdir / "dev.toml"
@@ -221,7 +256,9 @@ class DevStack:
 
         emulators.ensure_topic(self.project, EVENTS_TOPIC)
         emulators.ensure_topic(self.project, DEAD_LETTER_TOPIC)
-        emulators.ensure_pull_subscription(self.project, DEAD_LETTER_TOPIC, DEAD_LETTER_SUB)
+        emulators.ensure_pull_subscription(
+            self.project, DEAD_LETTER_TOPIC, DEAD_LETTER_SUB
+        )
         emulators.ensure_push_subscription(
             self.project,
             EVENTS_TOPIC,
@@ -236,15 +273,22 @@ class DevStack:
     def _spawn(self, name: str, signature: str) -> None:
         log = (self.workdir / f"{name}.log").open("wb")
         cmd = [
-            sys.executable, "-m", "functions_framework",
-            "--target", name,
-            "--source", str(FUNCTIONS_DIR / name / "main.py"),
-            "--signature-type", signature,
-            "--host", "127.0.0.1",
-            "--port", str(getattr(self.ports, name)),
+            sys.executable,
+            "-m",
+            "functions_framework",
+            "--target",
+            name,
+            "--source",
+            str(FUNCTIONS_DIR / name / "main.py"),
+            "--signature-type",
+            signature,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(getattr(self.ports, name)),
         ]
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        self._procs[name] = subprocess.Popen(  # noqa: S603
+        self._procs[name] = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
 
@@ -280,16 +324,16 @@ class DevStack:
         return f"""
 Truecount local stack is up (project {self.project}).
 
-  ingest   {p.url('ingest')}   /g/collect  /data  /mp/collect
-  webhook  {p.url('webhook')}   /stripe  /hubspot  /crm
-  fanout   {p.url('fanout')}   (push subscription {PUSH_SUB})
-  capture  {p.url('capture')}/_ui   what every destination received (JSON: /_captured)
+  ingest   {p.url("ingest")}   /g/collect  /data  /mp/collect
+  webhook  {p.url("webhook")}   /stripe  /hubspot  /crm
+  fanout   {p.url("fanout")}   (push subscription {PUSH_SUB})
+  capture  {p.url("capture")}/_ui   what every destination received (JSON: /_captured)
   logs     {self.workdir.resolve()}/*.log
 
 Try it:
-  curl -i -X POST '{p.url('ingest')}/g/collect?v=2&tid=G-DEV0000001&cid=555.1700000000&sid=1700000000&sct=1&gcs=G111&dl=https%3A%2F%2Fshop.example%2F%3Fgclid%3DDEMO' \\
+  curl -i -X POST '{p.url("ingest")}/g/collect?v=2&tid=G-DEV0000001&cid=555.1700000000&sid=1700000000&sct=1&gcs=G111&dl=https%3A%2F%2Fshop.example%2F%3Fgclid%3DDEMO' \\
        --data-binary $'en=page_view&_s=1\\nen=purchase&_s=2&cu=EUR&ep.transaction_id=T-1&epn.value=21&pr1=idSKU1~nmShirt~pr10.5~qt2'
-  curl -s {p.url('capture')}/_captured | python3 -m json.tool
+  curl -s {p.url("capture")}/_captured | python3 -m json.tool
 
 Or run `truecount send` in another terminal. Ctrl-C stops everything.
 """
@@ -303,12 +347,12 @@ Or run `truecount send` in another terminal. Ctrl-C stops everything.
         signal.signal(signal.SIGTERM, _term)
         self.start()
         try:
-            print(self.banner(), flush=True)  # noqa: T201
+            print(self.banner(), flush=True)
             while all(p.poll() is None for p in self._procs.values()):
                 time.sleep(0.5)
-            print("a function process exited; see the logs", flush=True)  # noqa: T201
+            print("a function process exited; see the logs", flush=True)
         except KeyboardInterrupt:
-            print("\nstopping...", flush=True)  # noqa: T201
+            print("\nstopping...", flush=True)
         finally:
             self.stop()
 
@@ -323,8 +367,7 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
         return
     except subprocess.TimeoutExpired:
         pass
-    try:  # workers of the process may outlive its leader: sweep the group
+    # workers of the process may outlive its leader: sweep the group
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=grace)

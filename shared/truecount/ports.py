@@ -31,14 +31,18 @@ class EventPublisher(Protocol):
 class RawPublisher(Protocol):
     """Publishes raw bytes with attributes to a named topic (dead letters)."""
 
-    def publish_raw(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
+    def publish_raw(
+        self, topic: str, data: bytes, attributes: Mapping[str, str]
+    ) -> str:
         """Publish one message and wait for the ack; return its message id."""
         ...
 
 
 # --- destinations -----------------------------------------------------------
 
-ConsentType = Literal["ad_storage", "analytics_storage", "ad_user_data", "ad_personalization"]
+ConsentType = Literal[
+    "ad_storage", "analytics_storage", "ad_user_data", "ad_personalization"
+]
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class OutboundRequest:
 
 @dataclass(frozen=True)
 class Skip:
-    """The destination will not receive this event, and why (e.g. ``unmapped_event``)."""
+    """The destination will not get this event, and why (e.g. ``unmapped_event``)."""
 
     reason: str
 

@@ -84,7 +84,9 @@ def json_response(
     return resp
 
 
-def error_body(code: str, message: str, fields: list[dict[str, str]] | None = None) -> Any:
+def error_body(
+    code: str, message: str, fields: list[dict[str, str]] | None = None
+) -> Any:
     """The CONTRACT.md error body."""
     return {"error": {"code": code, "message": message, "fields": fields or []}}
 
@@ -172,7 +174,8 @@ def dispatch(
         return json_response(body, 400, extra)
     except (PublishError, UpstreamError) as exc:
         _log.warning(
-            "request not accepted: %s", type(exc).__name__,
+            "request not accepted: %s",
+            type(exc).__name__,
             extra={"outcome": "publish_failed", "route": path},
         )
         body = error_body("unavailable", "temporarily unavailable, retry later")

@@ -6,6 +6,7 @@ import os
 import urllib.request
 
 import pytest
+
 from truecount import emulators as emu
 
 

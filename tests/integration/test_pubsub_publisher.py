@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+
 from truecount import emulators as emu
 from truecount.adapters.pubsub import PubSubPublisher, get_publisher
 from truecount.errors import PublishError

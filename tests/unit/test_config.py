@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
+
 from truecount.config import Config, load_config, parse_config
 from truecount.errors import ConfigError
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from truecount import contract
 from truecount.models.event import Event
 

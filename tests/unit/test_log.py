@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from truecount import log
 
 TRACE_ID = "105445aa7843bc8bf206b12000100000"

@@ -18,6 +18,7 @@ Design choices:
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -95,7 +96,7 @@ Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
 def _param_value(value: object) -> str | int | float:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("must be a string or a number")
-    if isinstance(value, float) and value != value:  # NaN
+    if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must be a finite number")
     return value
 
@@ -103,7 +104,9 @@ def _param_value(value: object) -> str | int | float:
 ParamValue = Annotated[
     str | int | float,
     PlainValidator(_param_value),
-    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "number"}]}),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "number"}]}
+    ),
 ]
 ParamName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")]
 

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+
 from truecount.adapters.pubsub import PubSubPublisher
 from truecount.errors import PublishError
 from truecount.models.event import Event

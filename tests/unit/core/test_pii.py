@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+
 from truecount.core import pii
 from truecount.core.pii import RawIdentity, hash_identity
 from truecount.errors import InvalidPayload

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+
 from truecount.models.event import Event, error_fields
 
 SHA = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"

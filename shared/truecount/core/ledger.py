@@ -1,0 +1,355 @@
+"""Ledger decisions: pure.
+
+One document per business event, ``ledger/{sha256(dedup_key)}``. This module
+builds the first-sight document and, when the document already exists, decides
+what an incoming event does and which mutation records it. The store applies the
+mutation (``LedgerStore``); nothing here does I/O or reads the clock.
+
+Actions:
+
+* ``deliver``: first sight; this event owns delivery (``create()`` won).
+* ``hold``: first sight of a browser event under ``truth = "backend"``: kept as
+  context, not delivered.
+* ``merge``: a backend event takes over a held browser event's key: delivered
+  with the browser context filled in. Applied in a transaction.
+* ``resume``: the delivering event redelivered: try only the destinations not
+  yet done. Takes a lease in a transaction so two copies never send at once.
+* ``duplicate``: another event for a key already owned: recorded, not delivered.
+* ``done``: nothing left to do (already delivered or already recorded): ack.
+* ``busy``: another invocation holds the lease and is delivering: retry later.
+
+Document shape (see ``docs/fanout.md``)::
+
+    dedup_key, name, truth, event_id (first), delivery_event_id (None = held),
+    browser_event_id, transaction_id, lead_id, debug, occurred_at,
+    sources {source: [{event_id, at}]}, event_ids [every event_id seen],
+    context {flat field: value},
+    duplicates [{event_id, source, at, added {field: value}}],
+    destinations {id: {status, attempts, updated_at, reason?, error?,
+                       http_status?, request?, response?, ...}},
+    stitched {field: key kind}, attempts, lease_until,
+    created_at, updated_at, expire_at
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol, TypeVar
+
+from truecount.core.stitch import extract_context, missing_from
+from truecount.models.event import Event
+
+COLLECTION = "ledger"
+
+PENDING = "pending"
+DELIVERED = "delivered"
+SKIPPED = "skipped"
+FAILED = "failed"
+FINAL_STATUSES: frozenset[str] = frozenset({DELIVERED, SKIPPED, FAILED})
+
+#: duplicates recorded per key at most; later ones are only logged, so that a
+#: storm of copies cannot push the document towards Firestore's 1 MiB limit
+MAX_DUPLICATES = 100
+
+Action = Literal["deliver", "hold", "merge", "resume", "duplicate", "done", "busy"]
+Truth = Literal["first", "backend"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LedgerWrite:
+    """A mutation of one ledger document, as data.
+
+    Attributes:
+        set: dotted field path -> value. Path parts are fixed names, sources and
+            destination ids (snake_case), never free text.
+        append: dotted field path -> values added to an array if absent
+            (Firestore ``ArrayUnion``).
+    """
+
+    set: Mapping[str, Any] = field(default_factory=dict)
+    append: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+
+
+class LedgerStore(Protocol):
+    """Where ledger documents live (Firestore in production).
+
+    Every method raises ``truecount.errors.RetryableError`` on contention or a
+    transient backend error, so that Pub/Sub redelivers.
+    """
+
+    def create(self, doc_id: str, doc: Mapping[str, Any]) -> bool:
+        """Create the document if absent; False when it already exists."""
+        ...
+
+    def get(self, doc_id: str) -> dict[str, Any] | None:
+        """Read the document, or None."""
+        ...
+
+    def update(self, doc_id: str, write: LedgerWrite) -> None:
+        """Apply a mutation to an existing document (one write, no read)."""
+        ...
+
+    def transact(
+        self,
+        doc_id: str,
+        fn: Callable[[dict[str, Any] | None], tuple[LedgerWrite | None, T]],
+    ) -> T:
+        """Read the document, let ``fn`` decide, apply its write atomically."""
+        ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What an event does with an existing (or just created) ledger entry.
+
+    Attributes:
+        action: see the module docstring.
+        write: the mutation to apply, if any.
+        transactional: the write must be applied in a transaction on a fresh
+            read (``merge``, ``resume``).
+        context: flat context to fill the event's missing fields from.
+        browser_event_id: the browser copy's event_id, when known.
+        statuses: the destinations' records so far (attempt counts, done ones).
+        attempts: fanout attempts recorded so far for this key.
+        reason: a short explanation for logs.
+    """
+
+    action: Action
+    write: LedgerWrite | None = None
+    transactional: bool = False
+    context: Mapping[str, Any] = field(default_factory=dict)
+    browser_event_id: str | None = None
+    statuses: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    attempts: int = 0
+    reason: str = ""
+
+    @property
+    def delivers(self) -> bool:
+        """Whether this event goes on to the destinations."""
+        return self.action in ("deliver", "merge", "resume")
+
+
+def pending_record(now: datetime) -> dict[str, Any]:
+    """A destination's record before its first attempt."""
+    return {"status": PENDING, "attempts": 0, "updated_at": now}
+
+
+def new_entry(
+    event: Event,
+    truth: Truth,
+    destination_ids: Iterable[str],
+    *,
+    now: datetime,
+    ttl: timedelta,
+    lease: timedelta,
+) -> tuple[dict[str, Any], Decision]:
+    """The document a first-sight event creates, and what it then does.
+
+    Args:
+        event: the incoming event, dedup key set.
+        truth: the rule's policy.
+        destination_ids: the destinations that accept this event.
+        now: the current time.
+        ttl: how long the entry lives (``fanout.ledger_ttl_days``).
+        lease: how long the creator may deliver before a redelivered copy may
+            take over (it normally releases it sooner, with its status write).
+
+    Returns:
+        The document for ``create()`` and the decision (``deliver`` or ``hold``).
+    """
+    hold = truth == "backend" and event.is_browser
+    destinations = {} if hold else {d: pending_record(now) for d in destination_ids}
+    doc: dict[str, Any] = {
+        "dedup_key": event.dedup_key,
+        "name": event.name,
+        "truth": truth,
+        "event_id": event.event_id,
+        "delivery_event_id": None if hold else event.event_id,
+        "browser_event_id": event.event_id if event.is_browser else None,
+        "transaction_id": event.commerce.transaction_id if event.commerce else None,
+        "lead_id": (event.lead.lead_id if event.lead else None)
+        or event.identity.lead_id,
+        "debug": event.debug,
+        "occurred_at": event.occurred_at,
+        "sources": {event.source: [{"event_id": event.event_id, "at": now}]},
+        "event_ids": [event.event_id],
+        "context": extract_context(event),
+        "duplicates": [],
+        "destinations": destinations,
+        "stitched": {},
+        "attempts": 0,
+        "lease_until": None if hold else now + lease,
+        "created_at": now,
+        "updated_at": now,
+        "expire_at": now + ttl,
+    }
+    if hold:
+        decision = Decision("hold", reason="browser event held for the backend event")
+    else:
+        decision = Decision(
+            "deliver",
+            statuses=destinations,
+            browser_event_id=doc["browser_event_id"],
+            reason="first sight",
+        )
+    return doc, decision
+
+
+def seen_event_ids(doc: Mapping[str, Any]) -> set[str]:
+    """Every event_id the entry has recorded, over all sources."""
+    out: set[str] = {str(e) for e in doc.get("event_ids") or ()}
+    for entries in (doc.get("sources") or {}).values():
+        for entry in entries or ():
+            if isinstance(entry, Mapping) and entry.get("event_id"):
+                out.add(str(entry["event_id"]))
+    return out
+
+
+def held_context(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry's context, completed from what recorded duplicates added."""
+    context = dict(doc.get("context") or {})
+    for dup in doc.get("duplicates") or ():
+        if isinstance(dup, Mapping):
+            context.update(missing_from(context, dup.get("added") or {}))
+    return context
+
+
+def _todo(
+    statuses: Mapping[str, Mapping[str, Any]], destination_ids: Iterable[str]
+) -> list[str]:
+    return [
+        d
+        for d in destination_ids
+        if (statuses.get(d) or {}).get("status", PENDING) not in FINAL_STATUSES
+    ]
+
+
+def decide(
+    doc: Mapping[str, Any],
+    event: Event,
+    truth: Truth,
+    destination_ids: Sequence[str],
+    *,
+    now: datetime,
+    lease: timedelta,
+) -> Decision:
+    """Decide what an event does with an existing ledger entry.
+
+    Call it on a plain read first; when the decision is ``transactional``, call
+    it again inside the transaction on the fresh document and apply that one.
+
+    Args:
+        doc: the existing document.
+        event: the incoming event, dedup key set.
+        truth: the rule's policy.
+        destination_ids: the destinations that accept this event now.
+        now: the current time.
+        lease: how long a delivering invocation holds the entry.
+
+    Returns:
+        The decision, with the mutation to apply.
+    """
+    event_id = event.event_id
+    statuses: dict[str, Mapping[str, Any]] = dict(doc.get("destinations") or {})
+    attempts = int(doc.get("attempts") or 0)
+    browser_id = doc.get("browser_event_id")
+    if doc.get("delivery_event_id") == event_id:
+        if not _todo(statuses, destination_ids):
+            return Decision("done", reason="every destination is done")
+        lease_until = doc.get("lease_until")
+        if lease_until is not None and lease_until > now:
+            return Decision("busy", reason="another attempt is in flight")
+        write = LedgerWrite(set={"lease_until": now + lease, "updated_at": now})
+        return Decision(
+            "resume",
+            write,
+            transactional=True,
+            context=held_context(doc),
+            browser_event_id=browser_id,
+            statuses=statuses,
+            attempts=attempts,
+            reason="redelivered: resuming the destinations not done",
+        )
+    if event_id in seen_event_ids(doc):
+        return Decision("done", reason="already recorded")
+    source_entry = {"event_id": event_id, "at": now}
+    if truth == "backend" and not event.is_browser and not doc.get("delivery_event_id"):
+        fresh = {d: pending_record(now) for d in destination_ids}
+        write = LedgerWrite(
+            set={
+                "delivery_event_id": event_id,
+                "destinations": fresh,
+                "lease_until": now + lease,
+                "merged_at": now,
+                "updated_at": now,
+            },
+            append={f"sources.{event.source}": [source_entry], "event_ids": [event_id]},
+        )
+        return Decision(
+            "merge",
+            write,
+            transactional=True,
+            context=held_context(doc),
+            browser_event_id=browser_id,
+            statuses=fresh,
+            attempts=attempts,
+            reason="backend event merged with the held browser context",
+        )
+    if len(doc.get("duplicates") or ()) >= MAX_DUPLICATES:
+        return Decision("done", reason="duplicate (not recorded: too many)")
+    added = missing_from(held_context(doc), extract_context(event))
+    updates: dict[str, Any] = {"updated_at": now}
+    if event.is_browser and not browser_id:
+        updates["browser_event_id"] = event_id
+    write = LedgerWrite(
+        set=updates,
+        append={
+            "duplicates": [
+                {
+                    "event_id": event_id,
+                    "source": event.source,
+                    "at": now,
+                    "added": added,
+                }
+            ],
+            f"sources.{event.source}": [source_entry],
+            "event_ids": [event_id],
+        },
+    )
+    return Decision("duplicate", write, reason="another event owns this key")
+
+
+def status_write(
+    records: Mapping[str, Mapping[str, Any]],
+    context: Mapping[str, Any],
+    stitched: Mapping[str, str],
+    attempts: int,
+    now: datetime,
+) -> LedgerWrite:
+    """The one write after an attempt: every destination's record at once.
+
+    Args:
+        records: destination id -> its new record.
+        context: the delivered event's context (the merged context).
+        stitched: field -> identity key kind it was filled from.
+        attempts: the fanout attempt count, this one included.
+        now: the current time.
+
+    Returns:
+        The mutation; it also releases the lease.
+    """
+    updates: dict[str, Any] = {f"destinations.{d}": dict(r) for d, r in records.items()}
+    updates.update(
+        {
+            "context": dict(context),
+            "attempts": attempts,
+            "lease_until": None,
+            "updated_at": now,
+        }
+    )
+    if stitched:
+        updates["stitched"] = dict(stitched)
+    return LedgerWrite(set=updates)

@@ -1,0 +1,1 @@
+"""Operations commands: ``truecount status | trace | replay | reconcile``."""

@@ -1,0 +1,276 @@
+"""HubSpot batch mapping and enrichment over the lookup port."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from webhook_support import default_fake_hubspot, fixture_json
+
+from truecount.adapters.hubspot_api import make_hubspot_api
+from truecount.config import Config, HubSpotConfig, SourcesConfig
+from truecount.core.dedup import with_dedup_key
+from truecount.errors import InvalidPayload, UpstreamError
+from truecount.models.event import Event
+from truecount.webhooks import hubspot as mapping
+from truecount.webhooks.hubspot import HubSpotContact, HubSpotDeal
+
+RECEIVED = datetime(2024, 4, 5, 19, 40, tzinfo=UTC)
+CFG = HubSpotConfig()
+CONFIG = Config(sources=SourcesConfig(hubspot=CFG))
+
+
+def sha(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def contact_201() -> HubSpotContact:
+    data = fixture_json("hubspot", "contact_201")
+    return HubSpotContact(id="201", properties=data["properties"])
+
+
+def deal_9876(**changes: Any) -> HubSpotDeal:
+    props = fixture_json("hubspot", "deal_9876")["properties"] | changes
+    return HubSpotDeal(id="9876", properties=props, contact_ids=("201",))
+
+
+class FakeLookup:
+    """The HubSpotLookup port in memory; records calls; can fail."""
+
+    def __init__(
+        self,
+        contacts: dict[str, HubSpotContact] | None = None,
+        deals: dict[str, HubSpotDeal] | None = None,
+        fail: bool = False,
+    ) -> None:
+        self.contacts = contacts if contacts is not None else {"201": contact_201()}
+        self.deals = deals if deals is not None else {"9876": deal_9876()}
+        self.fail = fail
+        self.calls: list[tuple[str, str]] = []
+
+    def get_contact(self, contact_id: str) -> HubSpotContact | None:
+        self.calls.append(("contact", contact_id))
+        if self.fail:
+            raise UpstreamError("HubSpot lookup answered 503")
+        return self.contacts.get(contact_id)
+
+    def get_deal(self, deal_id: str) -> HubSpotDeal | None:
+        self.calls.append(("deal", deal_id))
+        if self.fail:
+            raise UpstreamError("HubSpot lookup answered 503")
+        return self.deals.get(deal_id)
+
+
+def run(
+    batch: Any, lookup: mapping.HubSpotLookup, cfg: HubSpotConfig = CFG
+) -> tuple[list[Event], list[mapping.Ignored]]:
+    events, ignored = mapping.map_batch(
+        mapping.parse_batch(batch), cfg, lookup, RECEIVED
+    )
+    return [with_dedup_key(e, CONFIG.rule(e.name)) for e in events], ignored
+
+
+def element(**fields: Any) -> dict[str, Any]:
+    base = {
+        "eventId": 1,
+        "subscriptionId": 2,
+        "portalId": 3,
+        "occurredAt": 1712345678000,
+        "subscriptionType": "contact.creation",
+        "objectId": 201,
+    }
+    return base | fields
+
+
+def check_mixed_batch(events: list[Event], ignored: list[mapping.Ignored]) -> None:
+    """The expectations shared by the port test and the fake-server test."""
+    assert [(e.event_id, e.name, e.dedup_key) for e in events] == [
+        ("hubspot-62515-2001-1001", "generate_lead", "lead:201"),
+        ("hubspot-62515-2002-1002", "qualify_lead", "qualify_lead:201"),
+        ("hubspot-62515-2003-1004", "close_convert_lead", "close_convert_lead:201"),
+    ]
+    lead, qualified, won = events
+    for event in events:
+        assert event.source == "hubspot"
+        assert event.identity.lead_id == "201"
+        assert event.identity.email_sha256 == sha("john_smith@gmail.com")
+        assert event.identity.email_sha256_google == sha("john_smith@gmail.com")
+        assert event.identity.phone_sha256 == sha("16505551212")
+        assert event.identity.first_name_sha256 == sha("john")
+        assert event.identity.city_sha256 == sha("sanfrancisco")
+        assert event.click_ids.gclid == "Cj0KCQjw-hubspot-gclid"
+        assert event.click_ids.fbclid == "IwAR2F4-dbP0l7Mn1IawQQ-hubspot"
+        assert event.click_ids.fbc is None
+        assert event.params["hubspot_contact_id"] == "201"
+    assert lead.occurred_at == datetime(2024, 4, 5, 19, 34, 38, tzinfo=UTC)
+    assert qualified.occurred_at == datetime(2024, 4, 5, 19, 34, 59, 123000, UTC)
+    assert lead.lead is not None
+    assert lead.lead.stage == "marketingqualifiedlead"
+    assert qualified.lead is not None
+    assert qualified.lead.stage == "marketingqualifiedlead"
+    assert won.lead is not None
+    assert (won.lead.lead_id, won.lead.stage) == ("201", "closedwon")
+    assert (won.lead.value, won.lead.currency) == (Decimal("1500.50"), "EUR")
+    assert won.params["hubspot_deal_id"] == "9876"
+    assert [(i.event_id, i.reason) for i in ignored] == [
+        ("hubspot-62515-2002-1003", "stage_not_mapped"),
+        ("hubspot-62515-2004-1005", "unhandled_type"),
+        ("hubspot-62515-2005-1006", "property_not_mapped"),
+        ("hubspot-62515-2003-1007", "stage_not_mapped"),
+    ]
+    for event in events:
+        body = event.to_json_bytes().decode()
+        assert "John_Smith" not in body
+        assert "555-1212" not in body
+
+
+def test_mixed_batch_maps_through_the_port() -> None:
+    """Contact creation, MQL and closed-won become canonical events, enriched
+    once per object; ignored elements cost no lookup."""
+    lookup = FakeLookup()
+    events, ignored = run(fixture_json("hubspot", "webhook_batch_mixed"), lookup)
+    check_mixed_batch(events, ignored)
+    assert lookup.calls == [("contact", "201"), ("deal", "9876")]
+
+
+def test_mixed_batch_against_a_local_fake_hubspot_api() -> None:
+    """The real httpx adapter against a HubSpot stand-in on 127.0.0.1 gives the
+    same events, with the Bearer token and the documented query."""
+    fake = default_fake_hubspot()
+    with fake.running():
+        api = make_hubspot_api(fake.base_url, fake.token, 5.0)
+        events, ignored = run(fixture_json("hubspot", "webhook_batch_mixed"), api)
+    check_mixed_batch(events, ignored)
+    assert [r["path"] for r in fake.requests] == [
+        "/crm/v3/objects/contacts/201",
+        "/crm/v3/objects/deals/9876",
+    ]
+    assert all(r["auth"] == "Bearer pat-test-token" for r in fake.requests)
+    assert fake.requests[1]["query"]["associations"] == ["contacts"]
+
+
+def test_failed_lookup_raises_upstream_error() -> None:
+    """A lookup that fails stops the whole batch (the edge answers 503)."""
+    with pytest.raises(UpstreamError):
+        run(fixture_json("hubspot", "webhook_batch_mixed"), FakeLookup(fail=True))
+
+
+def test_batch_of_only_ignored_elements_does_no_lookup() -> None:
+    """Nothing to publish means no HubSpot call at all."""
+    lookup = FakeLookup(fail=True)
+    batch = [element(subscriptionType="company.creation")]
+    events, ignored = run(batch, lookup)
+    assert (events, lookup.calls) == ([], [])
+    assert ignored[0].reason == "unhandled_type"
+
+
+def test_deleted_contact_is_published_without_enrichment() -> None:
+    """A contact that no longer exists (404) still gives its lead, unenriched."""
+    events, _ = run([element()], FakeLookup(contacts={}))
+    assert len(events) == 1
+    assert events[0].identity.lead_id == "201"
+    assert events[0].identity.email_sha256 is None
+    assert events[0].click_ids.gclid is None
+
+
+def test_deal_without_contact_or_currency() -> None:
+    """No associated contact: no lead_id (key falls back to the event id); no
+    currency: no value."""
+    deal = HubSpotDeal(id="9876", properties={"amount": "10", "dealstage": "closedwon"})
+    batch = [
+        element(
+            subscriptionType="deal.propertyChange",
+            objectId=9876,
+            propertyName="dealstage",
+            propertyValue="closedwon",
+        )
+    ]
+    events, _ = run(batch, FakeLookup(deals={"9876": deal}))
+    assert events[0].lead is not None
+    assert events[0].lead.lead_id is None
+    assert events[0].lead.value is None
+    assert events[0].dedup_key == "event:hubspot-3-2-1"
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "expected"),
+    [
+        ("1500.50", "eur", (Decimal("1500.50"), "EUR")),
+        ("", "EUR", (None, None)),
+        ("abc", "EUR", (None, None)),
+        ("NaN", "EUR", (None, None)),
+        ("10", "EURO", (None, None)),
+    ],
+)
+def test_deal_value_needs_a_number_and_an_iso_currency(
+    amount: str, currency: str, expected: tuple[Decimal | None, str | None]
+) -> None:
+    """Only a finite amount with an ISO 4217 currency becomes a value."""
+    deal = deal_9876(amount=amount, deal_currency_code=currency)
+    assert mapping.deal_value(deal) == expected
+
+
+def test_configured_stages_drive_the_mapping() -> None:
+    """qualify_stages and deal_stages come from the config."""
+    cfg = HubSpotConfig(
+        qualify_stages=["opportunity"], deal_stages={"contractsent": "begin_checkout"}
+    )
+    batch = [
+        element(
+            eventId=1,
+            subscriptionType="contact.propertyChange",
+            propertyName="lifecyclestage",
+            propertyValue="opportunity",
+        ),
+        element(
+            eventId=2,
+            subscriptionType="contact.propertyChange",
+            propertyName="lifecyclestage",
+            propertyValue="marketingqualifiedlead",
+        ),
+        element(
+            eventId=3,
+            subscriptionType="deal.propertyChange",
+            objectId=9876,
+            propertyName="dealstage",
+            propertyValue="contractsent",
+        ),
+    ]
+    events, ignored = run(batch, FakeLookup(), cfg)
+    assert [e.name for e in events] == ["qualify_lead", "begin_checkout"]
+    assert [i.reason for i in ignored] == ["stage_not_mapped"]
+
+
+def test_generic_object_creation_of_a_contact_is_a_lead() -> None:
+    """object.creation with objectTypeId 0-1 is treated as contact.creation."""
+    batch = [element(subscriptionType="object.creation", objectTypeId="0-1")]
+    events, _ = run(batch, FakeLookup())
+    assert [e.name for e in events] == ["generate_lead"]
+
+
+def test_redelivered_batch_gives_the_same_event_ids() -> None:
+    """Event ids come from portal, subscription and event id only."""
+    batch = fixture_json("hubspot", "webhook_batch_mixed")
+    first, _ = run(batch, FakeLookup())
+    second, _ = run(batch, FakeLookup())
+    assert [e.event_id for e in first] == [e.event_id for e in second]
+    assert first == second
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"eventId": 1}, "$"),
+        ([element(), {"eventId": 2}], "[1].subscriptionId"),
+        ([element(portalId="abc")], "[0].portalId"),
+    ],
+)
+def test_malformed_batch_is_a_400_naming_the_path(body: Any, path: str) -> None:
+    """Not an array, or an element without its ids, is rejected with its path."""
+    with pytest.raises(InvalidPayload) as info:
+        mapping.parse_batch(body)
+    assert info.value.status == 400
+    assert path in [f["path"] for f in info.value.fields]
