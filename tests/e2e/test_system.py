@@ -15,10 +15,16 @@ from truecount.demo import (
     script_hubspot_api,
     stripe_checkout,
 )
+from truecount.core.pii import sha256_hex
 from truecount.devstack import DEAD_LETTER_SUB, EVENTS_TOPIC
 
 PLATFORMS = ("/ga4", "/meta", "/google-ads", "/linkedin", "/tiktok", "/sink")
 ADS = ("/meta", "/google-ads", "/linkedin", "/tiktok")
+
+
+def email_hash(s: Shopper) -> str:
+    """The shopper's hashed email: in every platform's conversion payload."""
+    return sha256_hex(s.email)
 
 
 def _browser_purchase_then_held(client: DemoClient, world: Any, s: Shopper) -> None:
@@ -35,21 +41,22 @@ def test_browser_and_stripe_purchase_count_once_per_platform_with_browser_contex
     _browser_purchase_then_held(client, world, shopper)
     assert client.stripe(stripe_checkout(shopper, int(time.time()))).status_code == 200
 
+    mark = email_hash(shopper)
     for prefix in PLATFORMS:
-        world.wait_until(lambda p=prefix: world.about(p, shopper.order_id))
-    world.settle(shopper.order_id)
+        world.wait_until(lambda p=prefix: world.about(p, mark))
+    world.settle(mark)
 
-    counts = {p: len(world.about(p, shopper.order_id)) for p in PLATFORMS}
+    counts = {p: len(world.about(p, mark)) for p in PLATFORMS}
     assert counts == dict.fromkeys(PLATFORMS, 1)
-    ga4 = world.about("/ga4", shopper.order_id)[0].body
+    ga4 = world.about("/ga4", mark)[0].body
     assert ga4["client_id"] == shopper.client_id
     assert str(ga4["events"][0]["params"]["session_id"]) == shopper.session_id
-    ads = world.about("/google-ads", shopper.order_id)[0].body
+    ads = world.about("/google-ads", mark)[0].body
     assert ads["conversions"][0]["gclid"] == shopper.gclid
     assert ads["conversions"][0]["orderId"] == shopper.order_id
-    meta = world.about("/meta", shopper.order_id)[0].body
+    meta = world.about("/meta", mark)[0].body
     assert meta["data"][0]["user_data"]["fbc"].endswith(f".{FBCLID}")
-    sink = world.about("/sink", shopper.order_id)[0].body
+    sink = world.about("/sink", mark)[0].body
     assert sink["source"] == "stripe"
     assert sink["click_ids"]["gclid"] == shopper.gclid
     entry = world.ledger(f"purchase:{shopper.order_id}")
@@ -60,15 +67,17 @@ def test_stripe_retrying_the_same_webhook_three_times_still_delivers_once(
     client: DemoClient, world: Any, shopper: Shopper
 ) -> None:
     """Three deliveries of one Stripe event are one purchase everywhere."""
+    _browser_purchase_then_held(client, world, shopper)
     body = stripe_checkout(shopper, int(time.time()))
 
     statuses = [client.stripe(body).status_code for _ in range(3)]
 
     assert statuses == [200, 200, 200]
+    mark = email_hash(shopper)
     for prefix in PLATFORMS:
-        world.wait_until(lambda p=prefix: world.about(p, shopper.order_id))
-    world.settle(shopper.order_id)
-    counts = {p: len(world.about(p, shopper.order_id)) for p in PLATFORMS}
+        world.wait_until(lambda p=prefix: world.about(p, mark))
+    world.settle(mark)
+    counts = {p: len(world.about(p, mark)) for p in PLATFORMS}
     assert counts == dict.fromkeys(PLATFORMS, 1)
 
 
@@ -124,20 +133,20 @@ def test_destination_answering_500_then_200_is_delivered_once_after_a_retry(
 ) -> None:
     """LinkedIn fails once with a 500: Pub/Sub redelivers, LinkedIn gets the
     conversion on the second try, and no other platform gets it twice."""
+    _browser_purchase_then_held(client, world, shopper)
     world.stack.capture.script("/linkedin", [500])
 
     assert client.stripe(stripe_checkout(shopper, int(time.time()))).status_code == 200
 
+    mark = email_hash(shopper)
     attempts = world.wait_until(
-        lambda: len(world.about("/linkedin", shopper.order_id)) >= 2, timeout=60
+        lambda: len(world.about("/linkedin", mark)) >= 2, timeout=60
     )
     assert attempts
-    world.settle(shopper.order_id)
-    statuses = [r.status for r in world.about("/linkedin", shopper.order_id)]
+    world.settle(mark)
+    statuses = [r.status for r in world.about("/linkedin", mark)]
     assert statuses == [500, 200]
-    others = {
-        p: len(world.about(p, shopper.order_id)) for p in PLATFORMS if p != "/linkedin"
-    }
+    others = {p: len(world.about(p, mark)) for p in PLATFORMS if p != "/linkedin"}
     assert others == dict.fromkeys(others, 1)
     entry = world.ledger(f"purchase:{shopper.order_id}")
     assert entry["destinations"]["linkedin"]["status"] == "delivered"

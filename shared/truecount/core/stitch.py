@@ -86,6 +86,9 @@ IDENTITY_RECORD_FIELDS: tuple[str, ...] = (
     "email_sha256_google",
     "phone_sha256",
     "phone_sha256_e164",
+    # the user's latest consent choice in the browser (granted or denied): a
+    # backend event that carries no consent signal inherits it, denials included
+    *(f"consent_{f}" for f in CONSENT_TYPES),
 )
 
 #: identity keys, most specific first: a lookup prefers the earlier kinds
