@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from truecount.core.pii import sha256_hex
 from truecount.demo import (
     FBCLID,
     DemoClient,
@@ -15,7 +16,6 @@ from truecount.demo import (
     script_hubspot_api,
     stripe_checkout,
 )
-from truecount.core.pii import sha256_hex
 from truecount.devstack import DEAD_LETTER_SUB, EVENTS_TOPIC
 
 PLATFORMS = ("/ga4", "/meta", "/google-ads", "/linkedin", "/tiktok", "/sink")
