@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -254,17 +253,35 @@ def script_hubspot_api(capture: str, s: Shopper, http: httpx.Client) -> None:
         http.post(f"{capture.rstrip('/')}/_script", json=payload).raise_for_status()
 
 
+def _event_of(path: str, body: Any) -> str:
+    """The event a platform request carries, in that platform's own words."""
+    if not isinstance(body, dict):
+        return "?"
+    if path.startswith("/ga4"):
+        return ",".join(e.get("name", "?") for e in body.get("events", []))
+    if path.startswith(("/meta", "/tiktok")):
+        rows = body.get("data", [])
+        return ",".join(str(r.get("event_name") or r.get("event")) for r in rows)
+    if path.startswith("/google-ads"):
+        rows = body.get("conversions", [])
+        actions = (r.get("conversionAction", "?").rsplit("/", 1)[-1] for r in rows)
+        return ",".join(f"action {a}" for a in actions)
+    if path.startswith("/linkedin"):
+        return "rule " + str(body.get("conversion", "?")).rsplit(":", 1)[-1]
+    return f"{body.get('name')}({body.get('source')})"
+
+
 def summarize(requests: list[dict[str, Any]]) -> str:
     """One line per platform: how many requests, and the events they carried."""
-    counts: Counter[str] = Counter()
+    seen: dict[str, list[str]] = {p: [] for p in PLATFORM_PREFIXES}
     for req in requests:
         prefix = next((p for p in PLATFORM_PREFIXES if req["path"].startswith(p)), None)
-        if prefix and "/oauth" not in req["path"]:
-            counts[prefix] += 1
-    lines = [
-        f"  {p.strip('/'):<11} {counts.get(p, 0)} request(s)" for p in PLATFORM_PREFIXES
-    ]
-    return "\n".join(lines)
+        if prefix and int(req.get("status", 200)) < 300:
+            seen[prefix].append(_event_of(req["path"], req.get("body")))
+    return "\n".join(
+        f"  {p.strip('/'):<11} {len(events)} request(s): {', '.join(events)}"
+        for p, events in seen.items()
+    )
 
 
 def run_demo(ingest: str, webhook: str, capture: str, wait: float) -> int:
@@ -307,7 +324,9 @@ def run_demo(ingest: str, webhook: str, capture: str, wait: float) -> int:
             break
         seen = len(captured)
         time.sleep(2.0)
-    platform = [r for r in captured if not r["path"].startswith("/hubspot-api")]
+    platform = [
+        r for r in captured if not r["path"].startswith(("/hubspot-api", "/oauth"))
+    ]
     print("\nWhat each destination received:")
     print(summarize(platform))
     print(f"\nFull requests: {capture.rstrip('/')}/_ui")

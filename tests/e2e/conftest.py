@@ -33,7 +33,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
         if os.environ.get("CI") == "true":
             pytest.fail(problem)
         pytest.skip(problem)
-    ports = StackPorts(free_port(), free_port(), free_port(), free_port())
+    ports = StackPorts(*(free_port() for _ in range(5)))
     workdir: Path = tmp_path_factory.mktemp("stack")
     with DevStack(ports=ports, project="tc-e2e", workdir=workdir) as running:
         yield running
