@@ -292,6 +292,10 @@ class IngestApp:
         return Reply(events=self._keyed(events), status=204)
 
 
+#: comma-separated origins added to ``[ingest].cors_origins`` (set by Terraform)
+CORS_ENV = "TRUECOUNT_CORS_ALLOWED_ORIGINS"
+
+
 def create_app(env: Mapping[str, str]) -> IngestApp:
     """Build the function from the environment: config, secrets, lazy publisher.
 
@@ -309,6 +313,11 @@ def create_app(env: Mapping[str, str]) -> IngestApp:
     """
     settings = get_settings()
     config = load_config(settings.truecount_config)
+    extra = [o.strip() for o in env.get(CORS_ENV, "").split(",") if o.strip()]
+    if extra:  # Terraform's cors_allowed_origins, added to the config's
+        origins = list(dict.fromkeys([*config.ingest.cors_origins, *extra]))
+        ingest_cfg = config.ingest.model_copy(update={"cors_origins": origins})
+        config = config.model_copy(update={"ingest": ingest_cfg})
     secrets = [
         s.get_secret_value()
         for s in read_secret_list(env, config.ingest.mp_api_secrets_env)

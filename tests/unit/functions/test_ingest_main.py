@@ -431,3 +431,30 @@ def test_random_requests_never_5xx_and_4xx_never_publish(
     if resp.status_code >= 400:
         assert publisher.published == []
         assert "error" in resp.get_json()
+
+
+def test_origins_from_terraform_env_are_added_to_the_config_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRUECOUNT_CORS_ALLOWED_ORIGINS (set by Terraform) extends cors_origins."""
+    from flask import Flask
+
+    from truecount.apps.ingest import create_app
+
+    config = tmp_path / "cors.toml"
+    config.write_text('[ingest]\ncors_origins = ["https://a.example"]\n')
+    monkeypatch.setenv("TRUECOUNT_CONFIG", str(config))
+    app = create_app({"TRUECOUNT_CORS_ALLOWED_ORIGINS": " https://b.example ,"})
+
+    answers = {}
+    for origin in ("https://a.example", "https://b.example", "https://c.example"):
+        with Flask(__name__).test_request_context(headers={"Origin": origin}):
+            from flask import request
+
+            answers[origin] = app.cors(request).get("Access-Control-Allow-Origin")
+
+    assert answers == {
+        "https://a.example": "https://a.example",
+        "https://b.example": "https://b.example",
+        "https://c.example": None,
+    }
