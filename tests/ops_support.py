@@ -97,7 +97,9 @@ def scenario_events(now: datetime) -> list[Event]:
             identity=Identity(email_sha256=E1, phone_sha256=P1),
             commerce=_purchase("T-1"),
         ),
-        # L-7: browser lead, then a CRM qualification that is stitched by lead_id
+        # L-7: browser lead, then a CRM qualification that is stitched by lead_id;
+        # the CRM records that the lead withdrew ad_user_data consent, which wins
+        # over the browser's grant (the other consent types come from the browser)
         _event(
             "data-l7",
             "generate_lead",
@@ -115,6 +117,7 @@ def scenario_events(now: datetime) -> list[Event]:
             "crm",
             now,
             identity=Identity(email_sha256=E2),
+            consent=Consent(ad_user_data="denied"),
             lead=Lead(lead_id="L-7"),
         ),
         # T-2: Stripe only; the sink refuses it (400)

@@ -203,6 +203,9 @@ def test_story_lists_identity_store_fields_and_duplicate_additions(
 
     assert {(m.field, m.origin, m.value) for m in qualified.merged} == {
         ("client_id", "identity:lead_id", "777.888"),
+        ("consent_ad_personalization", "identity:lead_id", "granted"),
+        ("consent_ad_storage", "identity:lead_id", "granted"),
+        ("consent_analytics_storage", "identity:lead_id", "granted"),
         ("gclid", "identity:lead_id", "G-7"),
         ("session_id", "identity:lead_id", "s-7"),
     }

@@ -133,7 +133,7 @@ def test_story_rendering_shows_sources_payload_and_response(
     assert "qualify_lead:L-7" in text
     assert re.search(r"crm\s+│\s+crm-l7-q\s+│\s+delivered", text)
     assert re.search(r"gclid\s+│\s+identity:lead_id\s+│\s+G-7", text)
-    assert "consent:ad_user_data=unknown" in text
+    assert "consent:ad_user_data=denied" in text
     assert '"status": 200' in text
     assert "destination sink" in text
 
