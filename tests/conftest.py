@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from truecount import emulators as emu
+from truecount import log as truecount_log
 from truecount.settings import get_settings
 
 if TYPE_CHECKING:
@@ -53,9 +54,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def isolate_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Remove Truecount, project and emulator variables for the test."""
+    """Remove Truecount, project and emulator variables for the test, and the
+    project a function's wiring gave the logger."""
     for name in [n for n in os.environ if _is_isolated_variable(n)]:
         monkeypatch.delenv(name)
+    monkeypatch.setitem(truecount_log._state, "project", None)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -29,9 +29,11 @@ def _service() -> FanoutService:
     from truecount.adapters.pubsub import get_publisher
     from truecount.config import load_config
     from truecount.destinations.registry import build_destinations
+    from truecount.log import configure
     from truecount.settings import get_settings
 
     settings = get_settings()
+    configure(project=settings.google_cloud_project)  # trace links in logs
     config = load_config(settings.truecount_config)
     project = settings.google_cloud_project
 

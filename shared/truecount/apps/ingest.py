@@ -42,7 +42,13 @@ from flask import Request, Response
 from truecount.config import Config, load_config
 from truecount.core.dedup import with_dedup_key
 from truecount.errors import InvalidPayload, PayloadTooLarge
-from truecount.log import get_logger, log_context, register_secret, trace_fields
+from truecount.log import (
+    configure,
+    get_logger,
+    log_context,
+    register_secret,
+    trace_fields,
+)
 from truecount.models.event import Event
 from truecount.ports import EventPublisher
 from truecount.settings import get_settings, read_secret_list
@@ -312,6 +318,7 @@ def create_app(env: Mapping[str, str]) -> IngestApp:
         truecount.errors.ConfigError: the config is invalid.
     """
     settings = get_settings()
+    configure(project=settings.google_cloud_project)  # trace links in logs
     config = load_config(settings.truecount_config)
     extra = [o.strip() for o in env.get(CORS_ENV, "").split(",") if o.strip()]
     if extra:  # Terraform's cors_allowed_origins, added to the config's

@@ -37,7 +37,13 @@ from flask import Request, Response
 from truecount.config import Config, load_config
 from truecount.core.dedup import with_dedup_key
 from truecount.errors import InvalidPayload, SignatureVerificationError
-from truecount.log import get_logger, log_context, register_secret, trace_fields
+from truecount.log import (
+    configure,
+    get_logger,
+    log_context,
+    register_secret,
+    trace_fields,
+)
 from truecount.models.event import Event
 from truecount.ports import EventPublisher
 from truecount.settings import get_settings, read_secret, read_secret_list
@@ -439,6 +445,7 @@ def create_app(env: Mapping[str, str]) -> WebhookApp:
         truecount.errors.ConfigError: the config or a secret is malformed.
     """
     settings = get_settings()
+    configure(project=settings.google_cloud_project)  # trace links in logs
     config = load_config(settings.truecount_config)
     secrets = load_secrets(config, env)
 

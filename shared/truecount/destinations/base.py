@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from truecount.config import DestinationConfig, format_validation_error
 from truecount.errors import ConfigError
+from truecount.log import register_secret
 from truecount.ports import (
     ConsentType,
     HttpResponse,
@@ -88,12 +89,15 @@ def require_secret(env: Mapping[str, str], name: str, dest_id: str) -> str:
         raise ConfigError(
             f"destinations.{dest_id}: environment variable {name} is not set"
         )
+    register_secret(value)  # the log redactor never prints it
     return value
 
 
 def optional_secret(env: Mapping[str, str], name: str) -> str | None:
     """Read an optional secret; ``None`` when unset or empty."""
     value = (env.get(name) or "").strip()
+    if value:
+        register_secret(value)
     return value or None
 
 
