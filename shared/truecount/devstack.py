@@ -56,6 +56,9 @@ DEV_SECRETS: dict[str, str] = {
 }
 
 
+#: what the ops commands need to find the stack's emulators
+OPS_ENV = ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")
+
 #: Answers the capture sink gives where a platform's body decides the outcome.
 PLATFORM_ANSWERS: dict[str, Any] = {
     "/tiktok": {"code": 0, "message": "OK", "request_id": "local"},
@@ -348,6 +351,10 @@ Truecount local stack is up (project {self.project}).
   capture  {p.url("capture")}/_ui   what every destination received (JSON: /_captured)
   shop     {p.url("shop")}/shop.html?ingest={p.url("ingest")}   a demo shop in your browser
   logs     {self.workdir.resolve()}/*.log
+
+Inspect the ledger from another terminal:
+  export {" ".join(f"{k}={self.env[k]}" for k in OPS_ENV)}
+  truecount status; truecount trace T-1001; truecount reconcile --html report.html
 
 Try it:
   curl -i -X POST '{p.url("ingest")}/g/collect?v=2&tid=G-DEV0000001&cid=555.1700000000&sid=1700000000&sct=1&gcs=G111&dl=https%3A%2F%2Fshop.example%2F%3Fgclid%3DDEMO' \\
