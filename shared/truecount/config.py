@@ -88,6 +88,12 @@ class HubSpotConfig(_Section):
         description="dealstage value -> canonical event name",
     )
     lookup_timeout_seconds: float = Field(5.0, gt=0, le=30)
+    default_currency: str | None = Field(
+        None,
+        pattern=r"^[A-Z]{3}$",
+        description="currency of deals without deal_currency_code "
+        "(single-currency portals)",
+    )
 
 
 class CrmConfig(_Section):

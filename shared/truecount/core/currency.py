@@ -244,11 +244,27 @@ def exponent(code: str) -> int:
     return 2
 
 
-def from_minor_units(amount: int, code: str) -> Decimal:
+#: Stripe counts these currencies in other units than ISO 4217 says: ISK as a
+#: two-decimal currency (amounts are multiples of 100) and MGA as zero-decimal.
+STRIPE_EXPONENTS: dict[str, int] = {"ISK": 2, "MGA": 0}
+
+
+def from_minor_units(
+    amount: int, code: str, overrides: dict[str, int] | None = None
+) -> Decimal:
     """Convert an integer amount in minor units to an exact decimal.
 
     ``from_minor_units(2100, "eur") == Decimal("21.00")``;
     ``from_minor_units(2100, "JPY") == Decimal("2100")``;
     ``from_minor_units(2100, "KWD") == Decimal("2.100")``.
+
+    Args:
+        amount: the integer amount in minor units.
+        code: ISO 4217 code, any case.
+        overrides: a provider's own exponents where they differ from ISO
+            (``STRIPE_EXPONENTS``).
     """
-    return Decimal(amount).scaleb(-exponent(code))
+    places = (overrides or {}).get(code.upper())
+    if places is None:
+        places = exponent(code)
+    return Decimal(amount).scaleb(-places)

@@ -2,7 +2,8 @@
 
 Defaults (DESIGN.md): ``purchase:<transaction_id>``, ``refund:<transaction_id>``,
 ``lead:<lead_id>`` for ``generate_lead``, ``<name>:<lead_id>`` for the other lead
-stages (a qualified lead is another business event than a new one), and
+stages (a qualified lead is another business event than a new one), or
+``<name>:deal-<deal_id>`` when the event names a deal (a lead can win several), and
 ``event:<event_id>`` for everything else, or whenever the key field is missing.
 """
 
@@ -28,6 +29,8 @@ def dedup_key(event: Event, rule: RuleConfig) -> str:
     value: str | None = None
     if rule.key == "transaction_id" and event.commerce is not None:
         value = event.commerce.transaction_id
+    elif rule.key == "lead_id" and event.lead is not None and event.lead.deal_id:
+        value = f"deal-{event.lead.deal_id}"  # one lead can win several deals
     elif rule.key == "lead_id":
         value = (event.lead.lead_id if event.lead else None) or event.identity.lead_id
     if value:
@@ -36,8 +39,15 @@ def dedup_key(event: Event, rule: RuleConfig) -> str:
 
 
 def with_dedup_key(event: Event, rule: RuleConfig) -> Event:
-    """Return a copy of ``event`` with its dedup key set from the rule."""
-    return event.model_copy(update={"dedup_key": dedup_key(event, rule)})
+    """Return ``event`` with its dedup key set from the rule.
+
+    A copy when the key changes; the event itself when it already carries that
+    key (e.g. the default ``event:<event_id>``), since nothing would differ.
+    """
+    key = dedup_key(event, rule)
+    if key == event.dedup_key:
+        return event
+    return event.model_copy(update={"dedup_key": key})
 
 
 def doc_id(key: str) -> str:

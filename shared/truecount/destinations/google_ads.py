@@ -266,6 +266,8 @@ class GoogleAdsDestination(BaseDestination):
     def _order_id(event: Event) -> str:
         if event.commerce is not None and event.commerce.transaction_id:
             return event.commerce.transaction_id
+        if event.lead is not None and event.lead.deal_id:
+            return f"deal-{event.lead.deal_id}"  # a lead can win several deals
         lead_id = (event.lead.lead_id if event.lead else None) or event.identity.lead_id
         return lead_id or event.dedup_key
 

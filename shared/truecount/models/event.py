@@ -245,6 +245,13 @@ class Lead(Strict):
     """A lead or deal in a CRM."""
 
     lead_id: str | None = Field(None, min_length=1, max_length=128)
+    deal_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="CRM deal or opportunity id: each deal is its own business "
+        "event, so one lead can win several",
+    )
     stage: str | None = Field(None, max_length=128)
     value: Money | None = None
     currency: Currency | None = None

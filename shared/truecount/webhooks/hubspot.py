@@ -116,7 +116,7 @@ class WebhookEvent(BaseModel):
     eventId: int = Field(ge=0)  # noqa: N815 (HubSpot's names)
     subscriptionId: int = Field(ge=0)  # noqa: N815
     portalId: int = Field(ge=0)  # noqa: N815
-    occurredAt: int = Field(ge=0)  # noqa: N815
+    occurredAt: int = Field(ge=0, lt=253402300800000)  # noqa: N815 (< year 10000)
     subscriptionType: str = Field(min_length=1, max_length=128)  # noqa: N815
     objectId: int | None = Field(None, ge=0)  # noqa: N815
     objectTypeId: str | None = None  # noqa: N815
@@ -255,17 +255,22 @@ def _identity(contact: HubSpotContact | None, lead_id: str | None) -> Identity:
     )
 
 
-def deal_value(deal: HubSpotDeal | None) -> tuple[Decimal | None, str | None]:
+def deal_value(
+    deal: HubSpotDeal | None, default_currency: str | None = None
+) -> tuple[Decimal | None, str | None]:
     """The deal's amount and currency, when both are usable.
 
     Args:
         deal: the deal, or None.
+        default_currency: the portal's currency, for deals without
+            ``deal_currency_code`` (single-currency portals leave it empty).
 
     Returns:
         ``(amount, currency)``; ``(None, None)`` when the amount is missing or not
         a number, or the currency is not ISO 4217.
     """
-    amount, code = _prop(deal, "amount"), (_prop(deal, "deal_currency_code") or "")
+    code = _prop(deal, "deal_currency_code") or default_currency or ""
+    amount = _prop(deal, "amount")
     if amount is None or not is_currency(code.upper()):
         return None, None
     try:
@@ -296,7 +301,9 @@ class _Cache:
         return self._deals[deal_id]
 
 
-def _build(item: _Plan, cache: _Cache, received_at: datetime) -> Event:
+def _build(
+    item: _Plan, cache: _Cache, received_at: datetime, default_currency: str | None
+) -> Event:
     source = item.source
     params: dict[str, str | int | float] = {
         "hubspot_portal_id": source.portalId,
@@ -305,11 +312,12 @@ def _build(item: _Plan, cache: _Cache, received_at: datetime) -> Event:
     value: Decimal | None = None
     currency: str | None = None
     stage = item.stage
-    if item.object_kind == "deal":
-        deal = cache.deal(item.object_id)
-        params["hubspot_deal_id"] = item.object_id
+    deal_id = item.object_id if item.object_kind == "deal" else None
+    if deal_id is not None:
+        deal = cache.deal(deal_id)
+        params["hubspot_deal_id"] = deal_id
         contact_id = deal.contact_ids[0] if deal and deal.contact_ids else None
-        value, currency = deal_value(deal)
+        value, currency = deal_value(deal, default_currency)
     else:
         contact_id = item.object_id
     contact = cache.contact(contact_id) if contact_id else None
@@ -328,7 +336,13 @@ def _build(item: _Plan, cache: _Cache, received_at: datetime) -> Event:
             gclid=_click_id(contact, "hs_google_click_id"),
             fbclid=_click_id(contact, "hs_facebook_click_id"),
         ),
-        lead=Lead(lead_id=contact_id, stage=stage, value=value, currency=currency),
+        lead=Lead(
+            lead_id=contact_id,
+            deal_id=deal_id,
+            stage=stage,
+            value=value,
+            currency=currency,
+        ),
         params=params,
     )
 
@@ -365,4 +379,5 @@ def map_batch(
         else:
             planned.append(result)
     cache = _Cache(lookup)
-    return [_build(item, cache, received_at) for item in planned], ignored
+    currency = config.default_currency
+    return [_build(item, cache, received_at, currency) for item in planned], ignored

@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from truecount.config import StripeConfig
-from truecount.core.currency import from_minor_units
+from truecount.core.currency import STRIPE_EXPONENTS, from_minor_units
 from truecount.core.pii import RawIdentity, hash_identity
 from truecount.errors import InvalidPayload
 from truecount.models.event import (
@@ -209,7 +209,7 @@ class StripeEnvelope(_Loose):
 
     id: str = Field(min_length=1, max_length=_MAX_EVENT_ID)
     type: str = Field(min_length=1, max_length=128)
-    created: int = Field(ge=0)
+    created: int = Field(ge=0, lt=253402300800)  # before year 10000
     livemode: bool = False
     data: _Data
 
@@ -273,7 +273,7 @@ def transaction_id(
 def _money(amount: int, currency: str | None, path: str) -> tuple[Decimal, str]:
     code = (currency or "").upper()
     try:
-        return from_minor_units(amount, code), code
+        return from_minor_units(amount, code, STRIPE_EXPONENTS), code
     except ValueError:
         message = "not an ISO 4217 currency"
         raise InvalidPayload(

@@ -410,7 +410,7 @@ def test_hubspot_mixed_batch_is_enriched_and_published(
     )
     assert won.click_ids.gclid == "Cj0KCQjw-hubspot-gclid"
     assert won.click_ids.fbclid == "IwAR2F4-dbP0l7Mn1IawQQ-hubspot"
-    assert won.dedup_key == "close_convert_lead:201"
+    assert won.dedup_key == "close_convert_lead:deal-9876"
     assert len(fake_hubspot.requests) == 2
 
 

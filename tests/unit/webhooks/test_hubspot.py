@@ -90,7 +90,11 @@ def check_mixed_batch(events: list[Event], ignored: list[mapping.Ignored]) -> No
     assert [(e.event_id, e.name, e.dedup_key) for e in events] == [
         ("hubspot-62515-2001-1001", "generate_lead", "lead:201"),
         ("hubspot-62515-2002-1002", "qualify_lead", "qualify_lead:201"),
-        ("hubspot-62515-2003-1004", "close_convert_lead", "close_convert_lead:201"),
+        (
+            "hubspot-62515-2003-1004",
+            "close_convert_lead",
+            "close_convert_lead:deal-9876",
+        ),
     ]
     lead, qualified, won = events
     for event in events:
@@ -112,7 +116,11 @@ def check_mixed_batch(events: list[Event], ignored: list[mapping.Ignored]) -> No
     assert qualified.lead is not None
     assert qualified.lead.stage == "marketingqualifiedlead"
     assert won.lead is not None
-    assert (won.lead.lead_id, won.lead.stage) == ("201", "closedwon")
+    assert (won.lead.lead_id, won.lead.deal_id, won.lead.stage) == (
+        "201",
+        "9876",
+        "closedwon",
+    )
     assert (won.lead.value, won.lead.currency) == (Decimal("1500.50"), "EUR")
     assert won.params["hubspot_deal_id"] == "9876"
     assert [(i.event_id, i.reason) for i in ignored] == [
@@ -177,8 +185,8 @@ def test_deleted_contact_is_published_without_enrichment() -> None:
 
 
 def test_deal_without_contact_or_currency() -> None:
-    """No associated contact: no lead_id (key falls back to the event id); no
-    currency: no value."""
+    """No associated contact: no lead_id, but the deal still keys the business
+    event; no currency: no value."""
     deal = HubSpotDeal(id="9876", properties={"amount": "10", "dealstage": "closedwon"})
     batch = [
         element(
@@ -192,7 +200,7 @@ def test_deal_without_contact_or_currency() -> None:
     assert events[0].lead is not None
     assert events[0].lead.lead_id is None
     assert events[0].lead.value is None
-    assert events[0].dedup_key == "event:hubspot-3-2-1"
+    assert events[0].dedup_key == "close_convert_lead:deal-9876"
 
 
 @pytest.mark.parametrize(
@@ -274,3 +282,69 @@ def test_malformed_batch_is_a_400_naming_the_path(body: Any, path: str) -> None:
         mapping.parse_batch(body)
     assert info.value.status == 400
     assert path in [f["path"] for f in info.value.fields]
+
+
+def test_two_won_deals_of_one_contact_are_two_business_events() -> None:
+    """Each deal has its own dedup key, so a contact's second deal still counts."""
+    from truecount.webhooks.hubspot import HubSpotDeal
+
+    lookup = FakeLookup()
+    lookup.deals["7001"] = HubSpotDeal(
+        id="7001",
+        properties={"amount": "10", "deal_currency_code": "EUR"},
+        contact_ids=("201",),
+    )
+    lookup.deals["7002"] = HubSpotDeal(
+        id="7002",
+        properties={"amount": "20", "deal_currency_code": "EUR"},
+        contact_ids=("201",),
+    )
+    batch = [
+        element(
+            eventId=n,
+            subscriptionType="deal.propertyChange",
+            objectId=deal,
+            propertyName="dealstage",
+            propertyValue="closedwon",
+        )
+        for n, deal in ((1, 7001), (2, 7002))
+    ]
+
+    events, _ = run(batch, lookup)
+
+    assert [e.dedup_key for e in events] == [
+        "close_convert_lead:deal-7001",
+        "close_convert_lead:deal-7002",
+    ]
+    assert {e.lead.lead_id for e in events if e.lead} == {"201"}
+
+
+def test_deal_without_currency_uses_the_configured_portal_currency() -> None:
+    """Single-currency portals leave deal_currency_code empty; the value stays."""
+    from truecount.webhooks.hubspot import HubSpotDeal
+
+    lookup = FakeLookup()
+    lookup.deals["7003"] = HubSpotDeal(
+        id="7003", properties={"amount": "1500"}, contact_ids=("201",)
+    )
+    batch = [
+        element(
+            subscriptionType="deal.propertyChange",
+            objectId=7003,
+            propertyName="dealstage",
+            propertyValue="closedwon",
+        )
+    ]
+
+    without, _ = run(batch, lookup)
+    with_default, _ = run(
+        batch, lookup, CFG.model_copy(update={"default_currency": "USD"})
+    )
+
+    assert without[0].lead is not None
+    assert without[0].lead.value is None
+    assert with_default[0].lead is not None
+    assert (with_default[0].lead.value, with_default[0].lead.currency) == (
+        Decimal("1500"),
+        "USD",
+    )

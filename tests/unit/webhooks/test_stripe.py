@@ -182,12 +182,19 @@ def test_jpy_payment_intent_is_zero_decimal() -> None:
 
 @pytest.mark.parametrize(
     ("currency", "amount", "value"),
-    [("krw", 15000, "15000"), ("kwd", 2100, "2.100"), ("usd", 1999, "19.99")],
+    [
+        ("krw", 15000, "15000"),
+        ("kwd", 2100, "2.100"),
+        ("usd", 1999, "19.99"),
+        ("isk", 50000, "500.00"),
+        ("mga", 500, "500"),
+    ],
 )
 def test_minor_units_follow_the_currency_exponent(
     currency: str, amount: int, value: str
 ) -> None:
-    """KRW has no minor unit, KWD has three digits, USD two."""
+    """KRW has no minor unit, KWD has three digits, USD two; Stripe counts ISK
+    with two digits and MGA with none, unlike ISO 4217."""
     data = load("payment_intent_succeeded_jpy")
     data["data"]["object"].update(currency=currency, amount_received=amount)
     event = run_event(data)
@@ -352,3 +359,15 @@ def test_transaction_id_precedence() -> None:
     assert mapping.transaction_id({}, "B", "pi", "obj") == "B"
     assert mapping.transaction_id({}, "1.2", "pi", "obj") == "pi"
     assert mapping.transaction_id({"order_id": " "}, None, None, "obj") == "obj"
+
+
+def test_signed_event_with_an_absurd_created_time_is_a_4xx_not_a_5xx() -> None:
+    """A timestamp past year 9999 is bad input (400 naming it), not a crash."""
+    from truecount.errors import InvalidPayload
+
+    data = load("payment_intent_succeeded_jpy")
+    data["created"] = 10**12
+    with pytest.raises(InvalidPayload) as caught:
+        run_event(data)
+    assert caught.value.status == 400
+    assert any("created" in f["path"] for f in caught.value.fields)
