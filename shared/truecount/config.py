@@ -116,6 +116,15 @@ class SourcesConfig(_Section):
         """True when at least one backend source is configured."""
         return any(s is not None for s in (self.stripe, self.hubspot, self.crm))
 
+    @property
+    def sells(self) -> bool:
+        """True when a configured backend reports purchases (Stripe).
+
+        HubSpot and a lead-only CRM never send ``purchase``: making the backend
+        the truth for purchases then would hold every browser purchase forever.
+        """
+        return self.stripe is not None
+
 
 class FanoutConfig(_Section):
     """Delivery, ledger and identity store."""
@@ -174,8 +183,8 @@ class RuleConfig(_Section):
     key: Literal["transaction_id", "lead_id", "event_id"] = "event_id"
     truth: Literal["first", "backend"] | None = Field(
         None,
-        description="first (default) | backend (default for purchase once a "
-        "backend source is configured)",
+        description="first (default) | backend (default for purchase once Stripe "
+        "is configured)",
     )
     idempotence: Literal["ledger", "none"] = Field(
         "ledger", description="none: skip the ledger (at-least-once funnel events)"
@@ -223,7 +232,7 @@ class Config(_Section):
                 update=self.rules[name].model_dump(exclude_unset=True)
             )
         if base.truth is None:
-            backend = name == "purchase" and self.sources.any_backend
+            backend = name == "purchase" and self.sources.sells
             base = base.model_copy(update={"truth": "backend" if backend else "first"})
         return base
 

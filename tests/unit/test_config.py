@@ -223,8 +223,8 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
 # --- rule defaults ----------------------------------------------------------------
 
 
-def test_purchase_truth_is_backend_when_a_backend_source_is_configured() -> None:
-    """With any backend source, purchase defaults to the backend's truth."""
+def test_purchase_truth_is_backend_when_stripe_is_configured() -> None:
+    """With Stripe, the backend that reports purchases, it is their truth."""
     config = parse_config("[sources.stripe]\n")
 
     assert config.rule("purchase").truth == "backend"
@@ -234,6 +234,14 @@ def test_purchase_truth_is_backend_when_a_backend_source_is_configured() -> None
 def test_purchase_truth_is_first_without_a_backend_source() -> None:
     """Without a backend source, the first event wins."""
     assert parse_config("").rule("purchase").truth == "first"
+
+
+def test_lead_only_backends_do_not_hold_browser_purchases() -> None:
+    """HubSpot and a CRM never send purchases: holding browser purchases for
+    them would hold them forever, so purchase stays first-wins."""
+    config = parse_config("[sources.hubspot]\n[sources.crm]\n")
+
+    assert config.rule("purchase").truth == "first"
 
 
 def test_other_events_default_to_first_even_with_a_backend() -> None:
