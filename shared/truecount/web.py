@@ -25,6 +25,7 @@ from typing import Any
 
 from flask import Request, Response
 
+from truecount.core.pii import sweep_event
 from truecount.errors import (
     InvalidPayload,
     PayloadTooLarge,
@@ -130,6 +131,9 @@ def is_debug(request: Request) -> bool:
 def _publish(
     publisher: EventPublisher, events: Sequence[Event], debug: bool
 ) -> list[Event]:
+    # the last line of defence: no raw email leaves the function, whatever field
+    # a site or a provider hid it in (sources already hashed the ones they know)
+    events = [sweep_event(e) for e in events]
     if debug:
         events = [e.model_copy(update={"debug": True}) for e in events]
     if events:

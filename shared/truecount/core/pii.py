@@ -26,12 +26,13 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict
 
 from truecount.errors import InvalidPayload
-from truecount.models.event import Identity
+from truecount.models.event import Event, Identity
 
 _Normalizer = Callable[[str], str | None]
 
@@ -439,3 +440,102 @@ def scrub_params(
         elif first is None:
             first = found
     return clean, first
+
+
+# --- the last line of defence before anything leaves ingest or webhook ---------
+
+_ENCODED_AT = ("%40", "%2540")
+#: the sections that hold hashes or fixed vocabularies, not free text
+_SWEEP_SKIP = frozenset({"identity", "consent"})
+
+
+def _has_at(text: str) -> bool:
+    if "@" in text:
+        return True
+    lower = text.lower()
+    return any(mark in lower for mark in _ENCODED_AT)
+
+
+def _email_token(address: str) -> str:
+    normal = normalize_email(address) or address.strip().lower()
+    return "em_" + sha256_hex(normal)[:16]
+
+
+def redact_emails(text: str) -> tuple[str, str | None]:
+    """Replace every email address in a text with a stable token.
+
+    Addresses written plainly or URL-encoded (once or twice) are found; the text
+    is decoded only when it holds one. The token is ``em_`` and 16 hex digits of
+    the SHA-256 of the normalised address, so the same address always gives the
+    same token: an order id that is an email still dedups across sources.
+
+    Args:
+        text: any text.
+
+    Returns:
+        ``(text without addresses, first address found or None)``.
+    """
+    if not _has_at(text):
+        return text, None
+    decoded = text
+    for _ in range(3):
+        if "%" not in decoded:
+            break
+        decoded = unquote(decoded)
+    found: list[str] = []
+
+    def token(match: re.Match[str]) -> str:
+        found.append(match.group(0))
+        return _email_token(match.group(0))
+
+    cleaned = _EMAIL_IN_TEXT.sub(token, decoded)
+    if not found:
+        return text, None
+    return cleaned, found[0]
+
+
+def _sweep(value: Any, found: list[str]) -> Any:
+    if isinstance(value, str):
+        cleaned, first = redact_emails(value)
+        if first is not None:
+            found.append(first)
+        return cleaned
+    if isinstance(value, dict):
+        return {key: _sweep(item, found) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_sweep(item, found) for item in value]
+    return value
+
+
+def sweep_event(event: Event) -> Event:
+    """Remove every raw email address left anywhere in a canonical event.
+
+    Sources hash the fields they know (``user_data``, params that hold an
+    address). This catches the rest before a message leaves the function: an
+    address in a transaction id, a page URL, a cookie value, an item name or the
+    dedup key is replaced by a stable token (:func:`redact_emails`), and the first
+    one found is hashed into ``identity`` when the event has no email hash yet.
+
+    Args:
+        event: a canonical event.
+
+    Returns:
+        The same event when it holds no address, else a cleaned copy.
+    """
+    raw = event.model_dump()
+    found: list[str] = []
+    cleaned = {
+        key: value if key in _SWEEP_SKIP else _sweep(value, found)
+        for key, value in raw.items()
+    }
+    lead_id = event.identity.lead_id
+    if lead_id is not None:
+        cleaned["identity"]["lead_id"] = _sweep(lead_id, found)
+    if not found:
+        return event
+    hashed = hash_identity(RawIdentity(email=found[0]))
+    identity = cleaned["identity"]
+    for name in ("email_sha256", "email_sha256_google"):
+        if identity.get(name) is None:
+            identity[name] = getattr(hashed, name)
+    return Event.model_validate(cleaned)

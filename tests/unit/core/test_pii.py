@@ -500,3 +500,56 @@ def test_hash_identity_outputs_only_lowercase_hex_digests(
 
     digests = identity.model_dump(exclude={"lead_id"})
     assert all(v is None or HEX64.match(v) for v in digests.values())
+
+
+# --- sweep: the last line of defence ------------------------------------------
+
+
+def test_redact_emails_replaces_each_address_with_a_stable_token() -> None:
+    """Plain, encoded and twice-encoded addresses become em_<16 hex>; the same
+    address always gives the same token; text without one is untouched."""
+    plain, first = pii.redact_emails("order for Jane@Example.com, cc bob@x.io")
+    encoded, _ = pii.redact_emails("https://s.example/?u=jane%40example.com")
+    twice, _ = pii.redact_emails("u=jane%2540example.com")
+    token = "em_" + pii.sha256_hex("jane@example.com")[:16]
+
+    assert plain == f"order for {token}, cc em_{pii.sha256_hex('bob@x.io')[:16]}"
+    assert first == "Jane@Example.com"
+    assert encoded == f"https://s.example/?u={token}"
+    assert twice == f"u={token}"
+    assert pii.redact_emails("https://shop.example/@handle?a=%20b") == (
+        "https://shop.example/@handle?a=%20b",
+        None,
+    )
+
+
+def test_sweep_event_cleans_every_field_and_hashes_the_first_address() -> None:
+    """Transaction id, dedup key, URL, item name and params lose the address;
+    identity gains its hash; an event without one comes back unchanged."""
+    from datetime import UTC, datetime
+
+    from truecount.models.event import Commerce, Event, Item, Page
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    event = Event(
+        event_id="e1", name="purchase", source="data", occurred_at=now,
+        received_at=now, dedup_key="purchase:jane@example.com",
+        page=Page(location="https://s.example/?email=jane%40example.com"),
+        commerce=Commerce(
+            transaction_id="jane@example.com", value=1, currency="EUR",
+            items=[Item(item_name="gift for jane@example.com")],
+        ),
+        params={"note": "jane@example.com"},
+    )  # fmt: skip
+    token = "em_" + pii.sha256_hex("jane@example.com")[:16]
+
+    swept = pii.sweep_event(event)
+
+    assert "@" not in swept.model_dump_json()
+    assert swept.dedup_key == f"purchase:{token}"
+    assert swept.commerce is not None
+    assert swept.commerce.transaction_id == token
+    assert swept.identity.email_sha256 == pii.sha256_hex("jane@example.com")
+    clean = Event(event_id="e2", name="page_view", source="ga4", occurred_at=now,
+                  received_at=now)  # fmt: skip
+    assert pii.sweep_event(clean) is clean

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import functions_framework
 import pytest
@@ -458,3 +459,57 @@ def test_origins_from_terraform_env_are_added_to_the_config_ones(
         "https://b.example": "https://b.example",
         "https://c.example": None,
     }
+
+
+HIDDEN = quote("Jane.Doe+shop@Example.com", safe="")
+HIDDEN_CASES = {
+    "transaction id": (
+        "",
+        f"en=purchase&cu=EUR&epn.value=1&ep.transaction_id={HIDDEN}",
+        {},
+    ),
+    "page URL": (
+        f"&dl={quote(f'https://shop.example/?u={HIDDEN}', safe='')}",
+        "en=page_view",
+        {},
+    ),
+    "twice-encoded page URL": (
+        "&dl=https%3A%2F%2Fs.example%2F%3Fu%3Djane%2540x.io",
+        "en=page_view",
+        {},
+    ),
+    "item name": (
+        "",
+        f"en=purchase&cu=EUR&epn.value=1&ep.transaction_id=T9&pr1=idA~nm{HIDDEN}",
+        {},
+    ),
+    "user id": (f"&uid={HIDDEN}", "en=page_view", {}),
+    "cookie": ("", "en=page_view", {"_fbp": "fb.1.1.jane.doe@example.com"}),
+    "coupon": (
+        "",
+        f"en=purchase&cu=EUR&epn.value=1&ep.transaction_id=T8&ep.coupon={HIDDEN}",
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize("where", list(HIDDEN_CASES))
+def test_no_raw_email_reaches_pub_sub_whatever_field_hides_it(
+    client: Any, publisher: FakePublisher, where: str
+) -> None:
+    """An address a site put anywhere is replaced before publishing, and hashed
+    into identity; the published bytes hold no '@'."""
+    query, body, cookies = HIDDEN_CASES[where]
+    for name, value in cookies.items():
+        client.set_cookie(name, value)
+
+    resp = client.post(f"/g/collect?{GA4_QUERY}{query}", data=body)
+
+    assert resp.status_code == 204, (where, resp.get_json())
+    assert len(publisher.published) == 1
+    event = publisher.published[0]
+    wire = event.to_json_bytes().decode()
+    assert "@" not in wire, where
+    assert "%40" not in wire.lower(), where
+    assert event.identity.email_sha256 is not None
+    assert "@" not in event.dedup_key
