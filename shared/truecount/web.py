@@ -18,7 +18,6 @@ small function from a parsed request to canonical events:
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,13 +32,14 @@ from truecount.errors import (
     SignatureVerificationError,
     UpstreamError,
 )
+from truecount.log import get_logger
 from truecount.models.event import Event
 from truecount.ports import EventPublisher
 
 DEBUG_HEADER = "X-Truecount-Debug"
 RETRY_AFTER_SECONDS = "5"
 
-_log = logging.getLogger("truecount.web")
+_log = get_logger("truecount.web")
 
 
 @dataclass
@@ -184,6 +184,12 @@ def dispatch(
         )
         body = error_body("unavailable", "temporarily unavailable, retry later")
         return json_response(body, 503, {**extra, "Retry-After": RETRY_AFTER_SECONDS})
+    except Exception as exc:  # a bug, not bad input: the sender should retry
+        _log.error(  # the type only: the message may quote the request
+            "unexpected error: %s", type(exc).__name__, extra={"route": path}
+        )
+        body = error_body("internal", "unexpected error, retry later")
+        return json_response(body, 500, extra)
     headers = {**extra, **reply.headers}
     if debug:
         events = [e.model_dump(mode="json", exclude_none=True) for e in published]

@@ -82,7 +82,8 @@ class WebhookSecrets:
     """The secrets the webhook function reads at start-up (never logged)."""
 
     stripe: tuple[str, ...] = ()
-    hubspot_client_secret: str | None = None
+    #: the app's client secrets: two while one is being rotated
+    hubspot_client_secrets: tuple[str, ...] = ()
     hubspot_token: str | None = None
     crm_keys: Mapping[str, str] = field(default_factory=dict)
 
@@ -108,11 +109,11 @@ def load_secrets(config: Config, env: Mapping[str, str]) -> WebhookSecrets:
         values = read_secret_list(env, sources.stripe.signing_secrets_env)
         secrets = replace(secrets, stripe=tuple(v.get_secret_value() for v in values))
     if sources.hubspot is not None:
-        client = read_secret(env, sources.hubspot.client_secret_env)
+        clients = read_secret_list(env, sources.hubspot.client_secret_env)
         token = read_secret(env, sources.hubspot.token_env)
         secrets = replace(
             secrets,
-            hubspot_client_secret=client.get_secret_value() if client else None,
+            hubspot_client_secrets=tuple(c.get_secret_value() for c in clients),
             hubspot_token=token.get_secret_value() if token else None,
         )
     if sources.crm is not None:
@@ -121,7 +122,7 @@ def load_secrets(config: Config, env: Mapping[str, str]) -> WebhookSecrets:
         secrets = replace(secrets, crm_keys=keys)
     for value in (
         *secrets.stripe,
-        secrets.hubspot_client_secret,
+        *secrets.hubspot_client_secrets,
         secrets.hubspot_token,
         *secrets.crm_keys.values(),
     ):
@@ -370,8 +371,8 @@ class WebhookApp:
     def hubspot(self, request: Request) -> Reply:
         """``POST /hubspot``: a signed batch of HubSpot webhook events."""
         cfg = self.config.sources.hubspot
-        secret = self.secrets.hubspot_client_secret
-        if cfg is None or not secret or not self.secrets.hubspot_token:
+        secrets = self.secrets.hubspot_client_secrets
+        if cfg is None or not secrets or not self.secrets.hubspot_token:
             raise _not_configured("hubspot")
         body = read_body(request, self.config.sources.max_body_bytes)
         now = self._now()
@@ -382,7 +383,7 @@ class WebhookApp:
                 payload=body,
                 signature=request.headers.get(HUBSPOT_SIGNATURE_HEADER),
                 timestamp=request.headers.get(HUBSPOT_TIMESTAMP_HEADER),
-                secret=secret,
+                secret=secrets,
                 now=now.timestamp(),
                 tolerance=cfg.tolerance_seconds,
             )

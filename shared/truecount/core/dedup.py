@@ -14,6 +14,9 @@ import hashlib
 from truecount.config import RuleConfig
 from truecount.models.event import Event
 
+#: longer keys are replaced by their hash, so they fit a Pub/Sub attribute
+MAX_KEY_BYTES = 512
+
 
 def dedup_key(event: Event, rule: RuleConfig) -> str:
     """Compute the dedup key of an event under its rule.
@@ -33,9 +36,10 @@ def dedup_key(event: Event, rule: RuleConfig) -> str:
         value = f"deal-{event.lead.deal_id}"  # one lead can win several deals
     elif rule.key == "lead_id":
         value = (event.lead.lead_id if event.lead else None) or event.identity.lead_id
-    if value:
-        return f"{prefix}:{value}"
-    return f"event:{event.event_id}"
+    key = f"{prefix}:{value}" if value else f"event:{event.event_id}"
+    if len(key.encode()) > MAX_KEY_BYTES:  # a Pub/Sub attribute holds 1024 bytes
+        return f"{prefix}:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+    return key
 
 
 def with_dedup_key(event: Event, rule: RuleConfig) -> Event:

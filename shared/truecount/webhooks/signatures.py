@@ -29,7 +29,7 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from truecount.errors import ConfigError, SignatureVerificationError
 
@@ -230,7 +230,7 @@ def verify_hubspot_v3(
     payload: bytes,
     signature: str | None,
     timestamp: str | None,
-    secret: str,
+    secret: str | Sequence[str],
     now: float,
     tolerance: int = HUBSPOT_DEFAULT_TOLERANCE,
 ) -> int:
@@ -242,7 +242,8 @@ def verify_hubspot_v3(
         payload: the raw body bytes.
         signature: the ``X-HubSpot-Signature-v3`` value, or None.
         timestamp: the ``X-HubSpot-Request-Timestamp`` value (ms), or None.
-        secret: the app's client secret.
+        secret: the app's client secret, or several while one is rotated (the
+            signature must match one of them).
         now: the current unix time in seconds.
         tolerance: the window in seconds, applied on both sides.
 
@@ -254,15 +255,19 @@ def verify_hubspot_v3(
     """
     if not signature or not timestamp:
         raise SignatureVerificationError("missing HubSpot v3 signature headers")
-    if not secret:
+    secrets = [secret] if isinstance(secret, str) else [s for s in secret if s]
+    if not any(secrets):
         raise SignatureVerificationError("no HubSpot client secret configured")
     if not _DIGITS.match(timestamp):
         raise SignatureVerificationError("malformed X-HubSpot-Request-Timestamp")
     millis = int(timestamp)
     if abs(now * 1000 - millis) > tolerance * 1000:
         raise SignatureVerificationError("HubSpot timestamp outside the window")
-    expected = hubspot_v3_signature(secret, method, uri, payload, timestamp)
-    if not _matches(expected, [signature.strip()]):
+    given = [signature.strip()]
+    if not any(
+        _matches(hubspot_v3_signature(key, method, uri, payload, timestamp), given)
+        for key in secrets
+    ):
         raise SignatureVerificationError("HubSpot v3 signature mismatch")
     return millis
 

@@ -159,7 +159,7 @@ def _hs_verify(
     payload: bytes = HS_BODY,
     uri: str = URI,
     signed_uri: str = URI,
-    secret: str = HUBSPOT_SECRET,
+    secret: str | tuple[str, ...] = HUBSPOT_SECRET,
     ts_ms: int = NOW * 1000,
     now: float = NOW,
     method: str = "POST",
@@ -181,6 +181,15 @@ def _hs_verify(
 def test_hubspot_v3_valid_signature_is_accepted() -> None:
     """The same method, URI, body and timestamp verify."""
     assert _hs_verify() == NOW * 1000
+
+
+def test_hubspot_v3_rotation_accepts_either_configured_secret() -> None:
+    """While the client secret is rotated, both the old and the new verify; a
+    third does not."""
+    assert _hs_verify(secret=("new-secret", HUBSPOT_SECRET)) == NOW * 1000
+    assert _hs_verify(secret=(HUBSPOT_SECRET, "new-secret")) == NOW * 1000
+    with pytest.raises(SignatureVerificationError):
+        _hs_verify(secret=("new-secret", "other-secret"))
 
 
 @pytest.mark.parametrize(
