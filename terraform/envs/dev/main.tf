@@ -21,6 +21,7 @@ module "truecount" {
   enabled_sources              = var.enabled_sources
   cors_allowed_origins         = var.cors_allowed_origins
   max_delivery_attempts        = var.max_delivery_attempts
+  pubsub_kms_key_name          = var.pubsub_kms_key_name
   firestore_location           = var.firestore_location
   manage_firestore_database    = var.manage_firestore_database
   alert_notification_channels  = var.alert_notification_channels

@@ -47,8 +47,14 @@ variable "cors_allowed_origins" {
 
 variable "max_delivery_attempts" {
   type        = number
-  description = "Push deliveries to fanout before a message is dead-lettered (5..100)."
-  default     = 10
+  description = "Push deliveries to fanout before a message is dead-lettered (5..100); keep it above every max_attempts in the config (default 8)."
+  default     = 12
+}
+
+variable "pubsub_kms_key_name" {
+  type        = string
+  description = "Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K) for the Pub/Sub topics; null keeps Google-managed encryption."
+  default     = null
 }
 
 variable "firestore_location" {

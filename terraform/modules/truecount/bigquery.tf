@@ -8,7 +8,7 @@ locals {
 }
 
 resource "google_bigquery_dataset" "events" {
-  # checkov:skip=CKV_GCP_81: Google-managed encryption at rest, as for the Pub/Sub topics; CMEK is an org policy decision outside this module.
+  # checkov:skip=CKV_GCP_81: Google-managed encryption at rest (the table holds hashed identifiers, IP and user agent; partitions expire); CMEK for BigQuery is an org policy decision outside this module.
   count = local.bigquery_count
 
   project                    = var.project_id

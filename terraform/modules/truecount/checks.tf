@@ -9,6 +9,18 @@ locals {
   ])
 
   config_dead_letter_topic = try(regex("(?m)^\\s*dead_letter_topic\\s*=\\s*\"([^\"]+)\"", local.config_text)[0], null)
+
+  # Attempt limits: [fanout].max_attempts (default 8, like truecount.config)
+  # and every max_attempts a destination sets. The [fanout] table runs from its
+  # header to the next table header.
+  config_fanout_table = try(regex("(?s)(?:^|\n)[ \t]*\\[fanout\\][ \t]*(?:#[^\n]*)?\n(.*?)(?:\n[ \t]*\\[|$)", local.config_text)[0], "")
+  config_fanout_max_attempts = tonumber(try(
+    regex("(?m)^[ \t]*max_attempts[ \t]*=[ \t]*([0-9]+)", local.config_fanout_table)[0],
+    "8",
+  ))
+  config_max_attempts = max(local.config_fanout_max_attempts, [
+    for m in regexall("(?m)^[ \t]*max_attempts[ \t]*=[ \t]*([0-9]+)", local.config_text) : tonumber(m[0])
+  ]...)
 }
 
 check "build_uses_config_file" {
@@ -32,5 +44,15 @@ check "config_dead_letter_topic" {
   assert {
     condition     = local.config_dead_letter_topic == null || local.config_dead_letter_topic == var.dead_letter_topic_name
     error_message = "[fanout].dead_letter_topic in the config is ${coalesce(local.config_dead_letter_topic, "unset")} but dead_letter_topic_name is ${var.dead_letter_topic_name}."
+  }
+}
+
+# Pub/Sub must not dead-letter a message before fanout has used up its own
+# attempts: fanout marks a destination failed only at max_attempts, so an
+# earlier dead letter leaves the ledger entry pending.
+check "dead_letter_after_fanout_attempts" {
+  assert {
+    condition     = var.max_delivery_attempts > local.config_max_attempts
+    error_message = "max_delivery_attempts (${var.max_delivery_attempts}) must be greater than the largest max_attempts in ${var.config_file} (${local.config_max_attempts}, [fanout] default 8): Pub/Sub would dead-letter messages while fanout still retries them, leaving ledger destinations pending. Leave a margin of a few deliveries."
   }
 }

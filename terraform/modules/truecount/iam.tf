@@ -56,3 +56,15 @@ resource "google_service_account_iam_member" "push_agent_token_creator" {
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = local.pubsub_service_agent
 }
+
+# Optional CMEK for the topics: Pub/Sub encrypts with the key as its service
+# agent, so the agent needs the key before a topic can use it.
+resource "google_kms_crypto_key_iam_member" "pubsub_agent" {
+  count = var.pubsub_kms_key_name == null ? 0 : 1
+
+  crypto_key_id = var.pubsub_kms_key_name
+  role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+  member        = local.pubsub_service_agent
+
+  depends_on = [google_project_service.this]
+}

@@ -3,21 +3,29 @@
 # whose pull subscription keeps it for inspection and replay.
 
 resource "google_pubsub_topic" "events" {
-  # checkov:skip=CKV_GCP_83: Google-managed encryption at rest; messages carry hashed identifiers only (raw PII never leaves ingest/webhook). CMEK would add a KMS key and agent grants per environment for no threat we face.
-  project = var.project_id
-  name    = var.events_topic_name
-  labels  = local.labels
+  # checkov:skip=CKV_GCP_83: CMEK is opt-in (var.pubsub_kms_key_name), Google-managed encryption at rest by default. Messages hold hashed identifiers plus the client IP and user agent (Meta and TikTok match on them); fanout keeps IP/UA in Firestore only until the ledger TTL, and Pub/Sub retention is 7 days at most.
+  project      = var.project_id
+  name         = var.events_topic_name
+  kms_key_name = var.pubsub_kms_key_name
+  labels       = local.labels
 
-  depends_on = [google_project_service.this]
+  depends_on = [
+    google_project_service.this,
+    google_kms_crypto_key_iam_member.pubsub_agent,
+  ]
 }
 
 resource "google_pubsub_topic" "dead_letter" {
-  # checkov:skip=CKV_GCP_83: same data as the events topic; Google-managed encryption at rest (see events topic).
-  project = var.project_id
-  name    = var.dead_letter_topic_name
-  labels  = local.labels
+  # checkov:skip=CKV_GCP_83: same data as the events topic (hashed identifiers, IP, user agent); CMEK is opt-in through var.pubsub_kms_key_name, Google-managed encryption at rest by default.
+  project      = var.project_id
+  name         = var.dead_letter_topic_name
+  kms_key_name = var.pubsub_kms_key_name
+  labels       = local.labels
 
-  depends_on = [google_project_service.this]
+  depends_on = [
+    google_project_service.this,
+    google_kms_crypto_key_iam_member.pubsub_agent,
+  ]
 }
 
 # Identity Pub/Sub uses to sign the OIDC token of each push to fanout.

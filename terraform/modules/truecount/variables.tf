@@ -95,7 +95,7 @@ variable "build_dir" {
 
 variable "config_file" {
   type        = string
-  description = "The TOML config the build was made with. Terraform only checks it (it warns when the build holds another file, or when the config names a destination type or dead-letter topic that this module does not provision)."
+  description = "The TOML config the build was made with. Terraform only checks it (it warns when the build holds another file, when the config names a destination type or dead-letter topic that this module does not provision, or when a max_attempts in it is not below max_delivery_attempts)."
 
   validation {
     condition     = endswith(var.config_file, ".toml")
@@ -122,7 +122,7 @@ variable "runtime" {
 
 variable "cors_allowed_origins" {
   type        = list(string)
-  description = "Per-environment CORS origins for ingest, passed as TRUECOUNT_CORS_ALLOWED_ORIGINS (comma-separated, set only when non-empty). The config's [ingest].cors_origins is what ingest reads today."
+  description = "Per-environment CORS origins for ingest, passed as TRUECOUNT_CORS_ALLOWED_ORIGINS (comma-separated, set only when non-empty). ingest adds them to the config's [ingest].cors_origins, so the config can hold the origins every environment shares and this variable the environment's own."
   default     = []
 
   validation {
@@ -177,12 +177,23 @@ variable "fanout_settings" {
 
 variable "max_delivery_attempts" {
   type        = number
-  description = "Pub/Sub deliveries of one message to fanout before it goes to the dead-letter topic."
-  default     = 10
+  description = "Pub/Sub deliveries of one message to fanout before it goes to the dead-letter topic. Must exceed every max_attempts in the config ([fanout] default 8, per-destination overrides): fanout settles a destination as failed only at its own limit, so a message dead-lettered earlier leaves the ledger saying pending. The margin covers deliveries that attempt nothing (lease held by a concurrent delivery, Firestore errors, timeouts) and Pub/Sub's best-effort delivery count. checks.tf warns when it is too small."
+  default     = 12
 
   validation {
     condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100 && floor(var.max_delivery_attempts) == var.max_delivery_attempts
     error_message = "max_delivery_attempts must be an integer between 5 and 100 (Pub/Sub limits)."
+  }
+}
+
+variable "pubsub_kms_key_name" {
+  type        = string
+  description = "Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K) that encrypts the events and dead-letter topics (CMEK). null keeps Google-managed encryption. When set, the Pub/Sub service agent gets roles/cloudkms.cryptoKeyEncrypterDecrypter on the key, so the deploying identity needs permission to set IAM on it."
+  default     = null
+
+  validation {
+    condition     = var.pubsub_kms_key_name == null || can(regex("^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$", var.pubsub_kms_key_name))
+    error_message = "pubsub_kms_key_name must be null or projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY."
   }
 }
 
@@ -236,7 +247,7 @@ variable "ledger_indexes" {
     field_path = string
     order      = optional(string, "ASCENDING")
   })))
-  description = "Composite indexes on the ledger collection for the ops CLI (truecount.ops.store). Single-field indexes (updated_at for status; transaction_id, lead_id, event_id, ... for trace) are automatic and need no entry."
+  description = "Composite indexes on the ledger collection for the ops CLI (truecount.ops.store). Single-field indexes (updated_at for status; transaction_id, lead_id, event_ids, ... for trace) are automatic and need no entry; only the unqueried map fields are exempted (firestore.tf)."
   default = [
     # `truecount reconcile`: ledger where name in [...] and created_at >= since
     [{ field_path = "name" }, { field_path = "created_at" }],

@@ -588,3 +588,218 @@ def test_terraform_fmt_check_passes() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout
+
+
+# --- review follow-ups (issue 7) ---------------------------------------------
+
+STORE_PY = ROOT / "shared" / "truecount" / "ops" / "store.py"
+CHECKS_TF = ROOT_MODULE / "checks.tf"
+
+
+def _queried_ledger_fields() -> set[str]:
+    """Fields truecount.ops.store filters on, read from its source and constants."""
+    from truecount.ops import store
+
+    source = STORE_PY.read_text(encoding="utf-8")
+    literal = set(re.findall(r'_field_filter\(\s*"(\w+)"', source))
+    trace = re.search(
+        r"for field in \(([^)]*)\):\s*\n\s*add\(self\.where_equal", source
+    )
+    assert trace is not None
+    literal |= set(re.findall(r'"(\w+)"', trace.group(1)))
+    return literal | {store.EVENT_IDS_FIELD, *store.LEGACY_EVENT_ID_FIELDS}
+
+
+def test_ops_queried_fields_are_the_expected_ones() -> None:
+    """The field list the index exemptions are checked against really comes out
+    of ops/store.py (guards the parsing helper)."""
+    assert {
+        "updated_at",
+        "created_at",
+        "name",
+        "transaction_id",
+        "lead_id",
+        "event_ids",
+        "event_id",
+    } <= _queried_ledger_fields()
+
+
+def test_large_map_fields_are_exempt_from_single_field_indexes(parsed: dict) -> None:
+    """ledger's context/destinations/duplicates/sources/stitched and identities'
+    fields get a google_firestore_field with an empty index_config each."""
+    unindexed = _locals(parsed, ROOT_MODULE)["unindexed_fields"]
+    assert {c: set(f) for c, f in unindexed.items()} == {
+        "ledger": {"context", "destinations", "duplicates", "sources", "stitched"},
+        "identities": {"fields"},
+    }
+    pairs = _locals(parsed, ROOT_MODULE)["unindexed_field_pairs"]
+    assert "local.unindexed_fields" in pairs
+    assert '"${collection}.${field}"' in pairs  # one resource per (collection, field)
+    field = _resources(parsed, "google_firestore_field", ROOT_MODULE)["unindexed"]
+    assert field["for_each"] == "${local.unindexed_field_pairs}"
+    assert field["collection"] == "${each.value.collection}"
+    assert field["field"] == "${each.value.field}"
+    assert field["database"] == "(default)"
+    assert _one(field["index_config"]) == {}
+    assert "ttl_config" not in field
+
+
+def test_no_queried_field_is_exempt_from_indexing(parsed: dict) -> None:
+    """No field the ops CLI queries (or a composite index uses) is exempted, and
+    expire_at keeps its own TTL resource only."""
+    unindexed = _locals(parsed, ROOT_MODULE)["unindexed_fields"]
+    exempt_ledger = set(unindexed["ledger"])
+    assert not exempt_ledger & _queried_ledger_fields()
+    composite = _single_blocks(parsed, "variable", ROOT_MODULE)["ledger_indexes"]
+    composite_fields = {f["field_path"] for idx in composite["default"] for f in idx}
+    assert composite_fields == {"name", "created_at", "updated_at"}
+    assert not exempt_ledger & composite_fields
+    assert all("expire_at" not in fields for fields in unindexed.values())
+
+
+def test_cors_env_is_documented_as_read_by_ingest(parsed: dict) -> None:
+    """Terraform sets the variable ingest reads (CORS_ENV), and neither the
+    variable description nor docs/deploy.md says ingest ignores it."""
+    from truecount.apps.ingest import CORS_ENV
+
+    ingest_env = _locals(parsed, ROOT_MODULE)["functions"]["ingest"]["env"]
+    assert f"{CORS_ENV} = join" in ingest_env
+    description = _single_blocks(parsed, "variable", ROOT_MODULE)[
+        "cors_allowed_origins"
+    ]["description"]
+    assert "adds them to the config's [ingest].cors_origins" in description
+    assert "reads today" not in description
+    deploy = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert "does not read it" not in deploy
+    assert "adds those origins to `[ingest].cors_origins`" in deploy
+
+
+def test_topics_take_an_optional_customer_managed_key(parsed: dict) -> None:
+    """Both topics use var.pubsub_kms_key_name (default null); the Pub/Sub agent
+    is granted the key only when one is set."""
+    variable = _single_blocks(parsed, "variable", ROOT_MODULE)["pubsub_kms_key_name"]
+    assert variable["default"] is None
+    assert (
+        "var.pubsub_kms_key_name == null ||"
+        in _one(variable["validation"])["condition"]
+    )
+    topics = _resources(parsed, "google_pubsub_topic", ROOT_MODULE)
+    for name in ("events", "dead_letter"):
+        assert topics[name]["kms_key_name"] == "${var.pubsub_kms_key_name}"
+        assert (
+            "${google_kms_crypto_key_iam_member.pubsub_agent}"
+            in (topics[name]["depends_on"])
+        )
+    grant = _resources(parsed, "google_kms_crypto_key_iam_member", ROOT_MODULE)[
+        "pubsub_agent"
+    ]
+    assert grant["count"] == "${var.pubsub_kms_key_name == null ? 0 : 1}"
+    assert grant["crypto_key_id"] == "${var.pubsub_kms_key_name}"
+    assert grant["role"] == "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+    assert grant["member"] == "${local.pubsub_service_agent}"
+    for env in ENVS:
+        module = _single_blocks(parsed, "module", TERRAFORM / "envs" / env)
+        assert module["truecount"]["pubsub_kms_key_name"] == (
+            "${var.pubsub_kms_key_name}"
+        )
+
+
+def test_topic_encryption_skip_does_not_claim_hashed_identifiers_only() -> None:
+    """The CKV_GCP_83 justifications name IP and user agent and the CMEK
+    variable instead of claiming the messages hold hashed identifiers only."""
+    text = (ROOT_MODULE / "pubsub.tf").read_text(encoding="utf-8")
+    skips = re.findall(r"checkov:skip=CKV_GCP_83:(.*)$", text, re.MULTILINE)
+    assert len(skips) == 2
+    for skip in skips:
+        assert "identifiers only" not in skip
+        assert "user agent" in skip
+        assert "var.pubsub_kms_key_name" in skip
+
+
+def test_max_delivery_attempts_default_exceeds_fanout_attempts(parsed: dict) -> None:
+    """Module and env defaults leave a margin over [fanout].max_attempts' default
+    of 8, and the description says why."""
+    from truecount.config import FanoutConfig
+
+    fanout_default = FanoutConfig.model_fields["max_attempts"].default
+    assert fanout_default == 8
+    variable = _single_blocks(parsed, "variable", ROOT_MODULE)["max_delivery_attempts"]
+    assert variable["default"] >= fanout_default + 2
+    assert "max_attempts" in variable["description"]
+    for env in ENVS:
+        env_variable = _single_blocks(parsed, "variable", TERRAFORM / "envs" / env)[
+            "max_delivery_attempts"
+        ]
+        assert env_variable["default"] == variable["default"]
+
+
+def test_check_warns_when_dead_letter_comes_before_fanout_gives_up(
+    parsed: dict,
+) -> None:
+    """A check block compares max_delivery_attempts with the largest
+    max_attempts read from var.config_file."""
+    checks: dict[str, Any] = {}
+    for entry in parsed[CHECKS_TF].get("check", []):
+        checks.update(entry)
+    condition = _one(checks["dead_letter_after_fanout_attempts"]["assert"])["condition"]
+    assert condition == "${var.max_delivery_attempts > local.config_max_attempts}"
+    found = _locals(parsed, ROOT_MODULE)
+    assert "local.config_fanout_max_attempts" in found["config_max_attempts"]
+    assert "regexall" in found["config_max_attempts"]
+    assert '"8"' in found["config_fanout_max_attempts"]
+    assert "file(var.config_file)" in found["config_text"]
+
+
+_FANOUT_3 = '[fanout]\nmax_attempts = 3\n\n[destinations.ga4]\ntype = "ga4"\n'
+_DEST_15 = "[fanout]\nledger_ttl_days = 35\n[destinations.meta]\nmax_attempts = 15\n"
+_COMMENTED = (
+    "[fanout] # delivery\nmax_attempts = 4\n[destinations.x]\n# max_attempts = 40\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("", 8),  # no [fanout]: truecount.config's default
+        ((ROOT / "config" / "example.toml").read_text(encoding="utf-8"), 8),
+        ('[destinations.ga4]\ntype = "ga4"\nmax_attempts = 2\n', 8),
+        (_FANOUT_3, 3),
+        (_DEST_15, 15),
+        (_COMMENTED, 4),
+        ("[fanout]\nmax_attempts = 9\n[destinations.a]\nmax_attempts = 6\n", 9),
+    ],
+)
+def test_config_max_attempts_is_the_largest_effective_limit(
+    tmp_path: Path, toml: str, expected: int
+) -> None:
+    """Evaluated by `terraform console` on the locals of checks.tf: [fanout]'s
+    max_attempts (8 when absent) or a larger per-destination override; comment
+    lines do not count (a missing binary skips locally and fails in CI)."""
+    binary = shutil.which("terraform")
+    if binary is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("terraform is not installed (required when CI=true)")
+        pytest.skip("terraform binary not installed")
+    text = CHECKS_TF.read_text(encoding="utf-8")
+    match = re.search(r"^locals \{\n.*?^\}\n", text, re.MULTILINE | re.DOTALL)
+    assert match is not None
+    module = tmp_path / "module"
+    module.mkdir()
+    (module / "main.tf").write_text(
+        'variable "config_file" {\n  type = string\n}\n\n' + match.group(0),
+        encoding="utf-8",
+    )
+    config = tmp_path / "truecount.toml"
+    config.write_text(toml, encoding="utf-8")
+    result = subprocess.run(
+        [binary, "console", f"-var=config_file={config}"],
+        input="local.config_max_attempts\n",
+        capture_output=True,
+        text=True,
+        cwd=module,
+        timeout=60,
+        check=False,
+        env={**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(expected)
