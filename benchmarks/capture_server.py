@@ -1,12 +1,10 @@
-"""The capture server as the benchmarks use it: TCP_NODELAY and a Google OAuth token.
+"""The capture server as the benchmarks use it: answering like the platforms.
 
-``truecount.capture.CaptureServer`` writes the status line and headers and the
-body in separate ``send`` calls; with Nagle's algorithm on, the second waits
-for the client's delayed ACK, and every captured request takes ~40 ms on
-Linux. Real platform endpoints do not behave like that, so the benchmarks turn
-Nagle off on the server's connections (``disable_nagle_algorithm``, a
-``socketserver.StreamRequestHandler`` option) and answer like the platforms
-(:func:`benchmarks.common.script_platform_answers`).
+``truecount.capture.CaptureServer`` sets TCP_NODELAY on its connections itself
+(without it every captured request waited ~40 ms for a delayed ACK); this
+module only scripts the platform answers
+(:func:`benchmarks.common.script_platform_answers`: a Google OAuth token,
+TikTok's ``{"code": 0}`` envelope).
 
 As a process: ``python -m benchmarks.capture_server --port N``.
 """
@@ -22,14 +20,13 @@ from benchmarks import common
 
 
 def tune(capture: Any) -> Any:
-    """Disable Nagle on ``capture``'s connections; answer like the platforms."""
-    capture._server.RequestHandlerClass.disable_nagle_algorithm = True
+    """Make ``capture`` answer like the platforms; returns it."""
     common.script_platform_answers(capture)
     return capture
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a tuned capture server until interrupted."""
+    """Run a capture server answering like the platforms until interrupted."""
     from truecount.capture import CaptureServer
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -9,8 +9,19 @@ each platform must hold exactly one request per event (no loss, no duplicate).
 
 Baseline: ``noop_event``, a functions-framework CloudEvent function that just
 returns, behind its own push subscription on the same emulator, given the same
-``N`` messages. Both processes have the same gunicorn settings, and the rounds
-alternate between them.
+``N`` messages.
+
+I/O floor: ``fanout_floor`` (``benchmarks/noop/fanout_floor.py``), a push
+consumer doing only the I/O every exactly-once fan-out must do, with the plain
+SDKs and no Truecount code: one Firestore ``create()``, one POST to each of the
+five platform paths of the same capture server (concurrently), one
+``update()``. Its deliveries are checked exactly once like Truecount's.
+
+All three processes have the same gunicorn settings, and the rounds alternate
+between them. Truecount and the floor are warmed up with ``--warmup`` events
+each first: the Firestore emulator is a JVM that needs ~1,000 operations of JIT
+warm-up (cold, its CPU per write is 3-4x higher); production Firestore is not.
+The CPU of both emulators is measured per round too.
 
 Throughput = ``N`` / (last delivery - first publish).
 
@@ -23,6 +34,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -32,12 +44,19 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common, events
-from benchmarks.capture_server import tune
 
 GOAL_RATIO = 0.50
 TOPIC = "truecount-events"
 DEAD_LETTER = "truecount-events-dead-letter"
 NOOP_TOPIC = "bench-noop-events"
+FLOOR_TOPIC = "bench-floor-events"
+FLOOR_SOURCE = common.BENCH_DIR / "noop" / "fanout_floor.py"
+SIDES = ("noop", "floor", "truecount")
+LABELS = {
+    "noop": "no-op push consumer",
+    "floor": "I/O floor (create + 5 POSTs + update, no Truecount)",
+    "truecount": "Truecount fanout (5 platforms)",
+}
 SETTLE_SECONDS = 1.5
 
 
@@ -119,6 +138,59 @@ def last_delivery(capture: Any, pattern: re.Pattern[str]) -> float:
     )
 
 
+class EmulatorCpu:
+    """CPU seconds of each emulator's process group (gcloud + its JVM)."""
+
+    def __init__(self, hosts: dict[str, str]) -> None:
+        self.groups: dict[str, int] = {}
+        for var, host in hosts.items():
+            port = host.rsplit(":", 1)[-1]
+            pgid = _emulator_pgid(port)
+            if pgid is not None:
+                self.groups[var.split("_")[0].lower()] = pgid
+
+    def seconds(self) -> dict[str, float]:
+        """Per emulator (``pubsub``, ``firestore``): CPU seconds so far."""
+        totals = dict.fromkeys(self.groups, 0)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            fields = _stat(entry)
+            if fields is None:
+                continue
+            for name, pgid in self.groups.items():
+                if int(fields[2]) == pgid:
+                    totals[name] += int(fields[11]) + int(fields[12])
+        return {k: v / _CLK_TCK for k, v in totals.items()}
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(entry: Path) -> list[str] | None:
+    try:
+        text = (entry / "stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def _emulator_pgid(port: str) -> int | None:
+    """The process group of the emulator JVM listening on ``port``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = b" ".join(args).decode(errors="replace")
+        if "java" in text and "emulator" in text and re.search(rf"\b{port}\b", text):
+            fields = _stat(entry)
+            return int(fields[2]) if fields else None
+    return None
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the comparison and return the results."""
     from truecount import emulators as emu
@@ -128,7 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     with common.emulators() as hosts, CaptureServer() as capture:
         project = common.unique("bench-fanout")
-        tune(capture)
+        common.script_platform_answers(capture)
         text = dev_config(capture.url, overrides="enabled = false")
         if parse_config(text).destinations["sink"].enabled:
             raise SystemExit("could not disable the HTTP sink of the dev config")
@@ -140,9 +212,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "TRUECOUNT_CONFIG": str(config),
             "TRUECOUNT_EVENTS_TOPIC": TOPIC,
             "BENCH_EXPECT": str(args.events),
+            "BENCH_CAPTURE_URL": capture.url,
         }
         sides = {
             "noop": common.noop("cloudevent", env=env),
+            "floor": common.FunctionProcess(
+                "fanout_floor", FLOOR_SOURCE, "cloudevent", env=env
+            ),
             "truecount": common.truecount("fanout", env=env),
         }
         try:
@@ -150,11 +226,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 proc.start()
             for proc in sides.values():
                 proc.wait_listening()
-            for topic in (TOPIC, DEAD_LETTER, NOOP_TOPIC):
+            for topic in (TOPIC, DEAD_LETTER, NOOP_TOPIC, FLOOR_TOPIC):
                 emu.ensure_topic(project, topic)
             for sub, topic, proc in (
                 ("bench-fanout-push", TOPIC, sides["truecount"]),
                 ("bench-noop-push", NOOP_TOPIC, sides["noop"]),
+                ("bench-floor-push", FLOOR_TOPIC, sides["floor"]),
             ):
                 emu.ensure_push_subscription(
                     project,
@@ -166,7 +243,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     min_backoff_s=1,
                     max_backoff_s=5,
                 )
-            rounds = _rounds(project, sides, capture, args)
+            rounds = _rounds(project, sides, capture, EmulatorCpu(hosts), args)
         finally:
             for proc in sides.values():
                 proc.stop()
@@ -178,22 +255,31 @@ def _rounds(
     project: str,
     sides: dict[str, common.FunctionProcess],
     capture: Any,
+    emulator_cpu: EmulatorCpu,
     args: argparse.Namespace,
 ) -> dict[str, list[dict[str, Any]]]:
     run_id = uuid.uuid4().hex[:8]
-    out: dict[str, list[dict[str, Any]]] = {"noop": [], "truecount": []}
+    out: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+    topics = {"noop": NOOP_TOPIC, "floor": FLOOR_TOPIC, "truecount": TOPIC}
     profiles: list[Path] = []
-    # warm-up, not counted: imports, clients and connections of both consumers
+    # warm-up, not counted: imports, clients, connections, the emulators' JIT
     warm = [events.purchase(f"b{run_id}w{i}z") for i in range(args.events)]
     publish(
         project, NOOP_TOPIC, [(e.to_json_bytes(), e.pubsub_attributes()) for e in warm]
     )
     wait_noop_done(sides["noop"], 1, args.timeout)
-    warm = warm[: args.warmup]
-    publish(project, TOPIC, [(e.to_json_bytes(), e.pubsub_attributes()) for e in warm])
-    wait_delivered(capture, 0, len(warm), args.timeout)
+    for side in ("floor", "truecount"):
+        start = len(capture.requests)
+        warm = [events.purchase(f"b{run_id}w{side[0]}{i}z") for i in range(args.warmup)]
+        publish(
+            project,
+            topics[side],
+            [(e.to_json_bytes(), e.pubsub_attributes()) for e in warm],
+        )
+        wait_delivered(capture, start, len(warm), args.timeout)
+        time.sleep(0.5)
     for rnd in range(args.rounds):
-        order = ["noop", "truecount"] if rnd % 2 == 0 else ["truecount", "noop"]
+        order = list(SIDES) if rnd % 2 == 0 else list(reversed(SIDES))
         for side in order:
             proc = sides[side]
             prefix = f"b{run_id}{side[0]}{rnd}n"
@@ -201,6 +287,7 @@ def _rounds(
             evts = [events.purchase(f"{prefix}{i}z") for i in range(args.events)]
             messages = [(e.to_json_bytes(), e.pubsub_attributes()) for e in evts]
             cpu_before = proc.cpu_seconds()
+            emu_before = emulator_cpu.seconds()
             profiler = None
             if args.profile and side == "truecount":
                 from benchmarks.profile import Profiler
@@ -214,9 +301,12 @@ def _rounds(
                 detail = "consumed"
             else:
                 start = len(capture.requests)
-                started = publish(project, TOPIC, messages)
+                started = publish(project, topics[side], messages)
                 wait_delivered(capture, start, args.events, args.timeout)
                 ended = last_delivery(capture, pattern)
+            cpu = proc.cpu_seconds() - cpu_before
+            emu_after = emulator_cpu.seconds()
+            if side != "noop":
                 time.sleep(SETTLE_SECONDS)
                 seen = tokens_by_platform(capture, pattern)
                 exact = all(
@@ -226,7 +316,6 @@ def _rounds(
                 detail = ", ".join(
                     f"{p.strip('/')} {sum(c.values())}" for p, c in seen.items()
                 )
-            cpu = proc.cpu_seconds() - cpu_before
             if profiler is not None:
                 profiles.append(profiler.stop())
             elapsed = ended - started
@@ -235,18 +324,27 @@ def _rounds(
                 "seconds": round(elapsed, 3),
                 "events_per_s": round(args.events / elapsed, 1),
                 "cpu_ms_per_event": round(1000 * cpu / args.events, 3),
+                "emulator_cpu_ms_per_event": {
+                    k: round(
+                        1000 * (emu_after[k] - emu_before.get(k, 0)) / args.events, 3
+                    )
+                    for k in emu_after
+                },
                 "exactly_once": exact,
                 "detail": detail,
             }
             out[side].append(record)
+            emus = "  ".join(
+                f"{k} {v:.2f}" for k, v in record["emulator_cpu_ms_per_event"].items()
+            )
             print(
                 f"  round {rnd + 1} {side:9} {record['events_per_s']:7.1f} events/s "
                 f"({elapsed:.2f} s)  cpu {record['cpu_ms_per_event']:.2f} ms/event  "
-                f"exactly once: {exact}  [{detail}]",
+                f"emulators ms/event: {emus}  exactly once: {exact}  [{detail}]",
                 flush=True,
             )
             if not exact:
-                raise SystemExit("fanout did not deliver exactly once: " + detail)
+                raise SystemExit(f"{side} did not deliver exactly once: " + detail)
     if profiles:
         from benchmarks.profile import summarise
 
@@ -261,40 +359,63 @@ def _rounds(
 def _summarise(
     rounds: dict[str, list[dict[str, Any]]], args: argparse.Namespace
 ) -> dict[str, Any]:
-    agg = {}
+    agg: dict[str, dict[str, Any]] = {}
     for side, records in rounds.items():
         seconds = sum(r["seconds"] for r in records)
         count = sum(r["events"] for r in records)
+        emulators = sorted({k for r in records for k in r["emulator_cpu_ms_per_event"]})
         agg[side] = {
             "events_per_s": round(count / seconds, 1) if seconds else 0.0,
             "cpu_ms_per_event": round(
                 sum(r["cpu_ms_per_event"] for r in records) / len(records), 3
             ),
+            "emulator_cpu_ms_per_event": {
+                k: round(
+                    sum(r["emulator_cpu_ms_per_event"].get(k, 0) for r in records)
+                    / len(records),
+                    2,
+                )
+                for k in emulators
+            },
         }
-    ratio = (
-        agg["truecount"]["events_per_s"] / agg["noop"]["events_per_s"]
-        if agg["noop"]["events_per_s"]
-        else 0.0
-    )
-    rows = [
+
+    def ratio_of(a: str, b: str) -> float:
+        den = agg[b]["events_per_s"]
+        return agg[a]["events_per_s"] / den if den else 0.0
+
+    ratio = ratio_of("truecount", "noop")
+    vs_floor = ratio_of("truecount", "floor")
+    floor_ratio = ratio_of("floor", "noop")
+
+    def emu(side: str, name: str) -> str:
+        value = agg[side]["emulator_cpu_ms_per_event"].get(name)
+        return "" if value is None else f"{value:.2f}"
+
+    def exactly(side: str) -> str:
+        return "yes" if all(r["exactly_once"] for r in rounds[side]) else "NO"
+
+    rows: list[list[Any]] = [
         [
-            "no-op push consumer",
-            agg["noop"]["events_per_s"],
-            agg["noop"]["cpu_ms_per_event"],
-            "n/a",
-        ],
+            LABELS[side],
+            agg[side]["events_per_s"],
+            agg[side]["cpu_ms_per_event"],
+            emu(side, "firestore"),
+            emu(side, "pubsub"),
+            "n/a" if side == "noop" else exactly(side),
+        ]
+        for side in SIDES
+    ]
+    rows += [
         [
-            "Truecount fanout (5 platforms)",
-            agg["truecount"]["events_per_s"],
-            agg["truecount"]["cpu_ms_per_event"],
-            "yes" if all(r["exactly_once"] for r in rounds["truecount"]) else "NO",
-        ],
-        [
-            "**ratio**",
+            "**Truecount / no-op**",
             f"**{ratio:.0%}**",
+            "",
+            "",
             "",
             f"goal ≥ {GOAL_RATIO:.0%}: {common.verdict(ratio >= GOAL_RATIO)}",
         ],
+        ["I/O floor / no-op", f"{floor_ratio:.0%}", "", "", "", ""],
+        ["**Truecount / I/O floor**", f"**{vs_floor:.0%}**", "", "", "", ""],
     ]
     return {
         "profile": getattr(args, "profile_summary", None),
@@ -303,15 +424,26 @@ def _summarise(
         "settings": {
             "events_per_round": args.events,
             "rounds": args.rounds,
+            "warmup": args.warmup,
             "workers": common.SERVER_WORKERS,
             "threads": common.SERVER_THREADS,
         },
         "rounds": rounds,
         "aggregate": agg,
         "ratio": round(ratio, 3),
+        "ratio_vs_floor": round(vs_floor, 3),
+        "floor_ratio": round(floor_ratio, 3),
         "goal_ratio": GOAL_RATIO,
         "table": common.table(
-            ["consumer", "events/s", "consumer CPU ms/event", "exactly once"], rows
+            [
+                "consumer",
+                "events/s",
+                "consumer CPU ms/event",
+                "Firestore emulator CPU ms/event",
+                "Pub/Sub emulator CPU ms/event",
+                "exactly once",
+            ],
+            rows,
         ),
     }
 
@@ -323,12 +455,17 @@ def markdown(summary: dict[str, Any], command: str) -> str:
 Command: `{command}`
 
 {s["rounds"]} alternating rounds of {s["events_per_round"]} backend purchases per \
-side, published at once, after an uncounted warm-up; same gunicorn settings \
+side, published at once, after an uncounted warm-up ({s.get("warmup", 0)} events \
+each for the floor and Truecount: the Firestore emulator's JIT); same gunicorn \
+settings \
 ({s["workers"]} worker x {s["threads"]} threads) and the same emulator push \
 subscription settings. Events/s = \
 events / (last platform request captured - first publish). Exactly once: each of \
 the five platforms received one request per event, checked {SETTLE_SECONDS} s after \
-the last one.
+the last one. The I/O floor (`benchmarks/noop/fanout_floor.py`) does only the \
+I/O every exactly-once fan-out must do, with the plain SDKs: one Firestore \
+`create()`, one POST to each of the five platform paths (concurrently), one \
+`update()`. Emulator CPU is that of the emulator's process group during the round.
 
 {summary["table"]}"""
 
@@ -339,7 +476,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=500, help="events per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=120.0)
-    parser.add_argument("--warmup", type=int, default=20, help="warm-up events")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=300,
+        help="warm-up events of the floor and Truecount (the emulator's JIT)",
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny load (CI)")
     parser.add_argument("--profile", action="store_true", help="py-spy fanout")
     parser.add_argument("--write-docs", action="store_true")

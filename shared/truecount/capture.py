@@ -229,6 +229,10 @@ class CaptureServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # the status line and headers go out in one write and the body in
+            # another; with Nagle's algorithm on, the body then waits ~40 ms for
+            # the client's delayed ACK on every request (TCP_NODELAY avoids it)
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: tests read ``requests`` instead."""

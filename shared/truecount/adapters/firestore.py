@@ -3,7 +3,10 @@
 * ``FirestoreLedger`` implements ``core.ledger.LedgerStore``: ``create()`` with
   its exists=false precondition (one write, no lock) claims a key; a transaction
   is used only for the merge and resume paths; ``update()`` applies the single
-  status write.
+  status write. ``create()`` and ``update()`` build their ``Write`` protobufs
+  directly (:func:`encode_into`) and commit them through the client's GAPIC
+  API: the SDK's proto-plus encoding of a status write (five destination
+  records with their requests) cost ~1.6 ms of CPU, this ~0.15 ms.
 * ``FirestoreIdentities`` implements ``core.stitch.IdentityStore``: one batched
   ``get_all`` per lookup and one batch commit per upsert.
 
@@ -14,10 +17,12 @@ redelivers. The client is built lazily, once per process (``get_client``).
 
 from __future__ import annotations
 
+import calendar
 import functools
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from truecount.core.ledger import COLLECTION as LEDGER_COLLECTION
@@ -77,6 +82,125 @@ def _retryable(what: str) -> Iterator[None]:
         raise
 
 
+_SIMPLE_FIELD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+
+
+def encode_into(target: Any, value: Any) -> None:
+    """Encode a Python value into a raw ``firestore.v1.Value`` protobuf, in place.
+
+    The same mapping as the SDK's ``encode_value`` for the types a ledger
+    holds (None, bool, int, float, str, bytes, datetime, dicts, lists and
+    tuples); anything else is encoded by the SDK. Sub-messages are filled in
+    place, never copied.
+
+    Args:
+        target: a raw (upb) ``Value`` message.
+        value: the value.
+    """
+    if value is None:
+        target.null_value = 0
+    elif value is True or value is False:
+        target.boolean_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    elif isinstance(value, int):
+        target.integer_value = value
+    elif isinstance(value, float):
+        target.double_value = value
+    elif isinstance(value, dict):
+        target.map_value.SetInParent()
+        fields = target.map_value.fields
+        for key, item in value.items():
+            encode_into(fields[key], item)
+    elif isinstance(value, list | tuple):
+        array = target.array_value
+        array.SetInParent()
+        for item in value:
+            encode_into(array.values.add(), item)
+    elif isinstance(value, datetime) and not hasattr(value, "timestamp_pb"):
+        when = value if value.tzinfo else value.replace(tzinfo=UTC)
+        stamp = target.timestamp_value
+        stamp.seconds = calendar.timegm(when.utctimetuple())
+        stamp.nanos = when.microsecond * 1000
+    elif isinstance(value, bytes):
+        target.bytes_value = value
+    else:  # DatetimeWithNanoseconds, GeoPoint, references, ...
+        from google.cloud.firestore_v1 import _helpers
+        from google.cloud.firestore_v1.types import document
+
+        target.CopyFrom(document.Value.pb(_helpers.encode_value(value)))
+
+
+def _field_path(dotted: str) -> str:
+    """A dotted path as a Firestore field path (odd parts back-quoted)."""
+    parts = dotted.split(".")
+    return ".".join(
+        part
+        if _SIMPLE_FIELD.fullmatch(part)
+        else "`" + part.replace("\\", "\\\\").replace("`", "\\`") + "`"
+        for part in parts
+    )
+
+
+class _Writer:
+    """Builds raw ``Write`` protobufs and commits them (one ``Commit`` RPC).
+
+    Uses the client's GAPIC API, database name and RPC metadata (the emulator
+    needs its own), as ``WriteBatch.commit`` does.
+    """
+
+    def __init__(self, client: Any, collection: str) -> None:
+        from google.cloud.firestore_v1.types import write
+
+        self.client = client
+        self._prefix = f"{client._database_string}/documents/{collection}/"
+        self._write = write.Write.pb()
+
+    def create(self, doc_id: str, doc: Mapping[str, Any]) -> Any:
+        """A ``Write`` creating the document (precondition exists=false)."""
+        pb = self._write()
+        pb.update.name = self._prefix + doc_id
+        fields = pb.update.fields
+        for key, value in doc.items():
+            encode_into(fields[key], value)
+        pb.current_document.exists = False
+        return pb
+
+    def update(self, doc_id: str, write: LedgerWrite) -> Any:
+        """A ``Write`` applying ``write`` (precondition exists=true)."""
+        pb = self._write()
+        pb.update.name = self._prefix + doc_id
+        for dotted, value in write.set.items():
+            *parents, leaf = dotted.split(".")
+            fields = pb.update.fields
+            for part in parents:
+                fields = fields[part].map_value.fields
+            encode_into(fields[leaf], value)
+        # sorted, as the SDK sends them
+        paths = sorted(write.set, key=lambda path: path.split("."))
+        pb.update_mask.field_paths.extend(map(_field_path, paths))
+        for dotted in sorted(write.append, key=lambda path: path.split(".")):
+            values = write.append[dotted]
+            transform = pb.update_transforms.add()
+            transform.field_path = _field_path(dotted)
+            array = transform.append_missing_elements
+            array.SetInParent()
+            for item in values:
+                encode_into(array.values.add(), item)
+        if not write.set:
+            pb.update_mask.SetInParent()  # transforms only: change no field
+        pb.current_document.exists = True
+        return pb
+
+    def commit(self, *writes: Any) -> None:
+        """Commit the writes in one ``Commit`` RPC."""
+        client = self.client
+        client._firestore_api.commit(
+            request={"database": client._database_string, "writes": list(writes)},
+            metadata=client._rpc_metadata,
+        )
+
+
 def _to_firestore(write: LedgerWrite) -> dict[str, Any]:
     from google.cloud import firestore
 
@@ -105,9 +229,24 @@ class FirestoreLedger:
         self._client_factory = client_factory
         self._collection = collection
         self._attempts = transaction_attempts
+        self._writer_cache: _Writer | None = None
+
+    #: the client internals the fast path uses, as ``WriteBatch.commit`` does
+    _INTERNALS = ("_firestore_api", "_database_string", "_rpc_metadata")
 
     def _ref(self, doc_id: str) -> Any:
         return self._client_factory().collection(self._collection).document(doc_id)
+
+    def _writer(self) -> _Writer | None:
+        """The fast raw-protobuf writer, or None when the SDK lacks the internals
+        it relies on (then the public, slower SDK calls are used)."""
+        client = self._client_factory()
+        if not all(hasattr(client, name) for name in self._INTERNALS):
+            return None
+        writer = self._writer_cache
+        if writer is None or writer.client is not client:
+            writer = self._writer_cache = _Writer(client, self._collection)
+        return writer
 
     def create(self, doc_id: str, doc: Mapping[str, Any]) -> bool:
         """Create the document if absent (precondition exists=false).
@@ -117,9 +256,13 @@ class FirestoreLedger:
         """
         from google.api_core import exceptions
 
+        writer = self._writer()
         with _retryable("create"):
             try:
-                self._ref(doc_id).create(dict(doc))
+                if writer is None:
+                    self._ref(doc_id).create(dict(doc))
+                else:
+                    writer.commit(writer.create(doc_id, doc))
             except exceptions.Conflict:  # AlreadyExists is a Conflict
                 return False
         return True
@@ -132,8 +275,12 @@ class FirestoreLedger:
 
     def update(self, doc_id: str, write: LedgerWrite) -> None:
         """Apply a mutation (one write; the document must exist)."""
+        writer = self._writer()
         with _retryable("update"):
-            self._ref(doc_id).update(_to_firestore(write))
+            if writer is None:
+                self._ref(doc_id).update(_to_firestore(write))
+            else:
+                writer.commit(writer.update(doc_id, write))
 
     def transact(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode, urlsplit
 
 from truecount.errors import DeliveryError
 from truecount.ports import HttpResponse, OutboundRequest
@@ -32,9 +33,11 @@ def get_http_client(timeout: float) -> httpx.Client:
     """
     import httpx
 
+    # keep-alive for every concurrent send (fanout's pool: 8 messages x the
+    # destinations), so that a burst never closes and reopens connections
     return httpx.Client(
         timeout=httpx.Timeout(timeout),
-        limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=48),
         follow_redirects=False,
     )
 
@@ -68,13 +71,14 @@ class HttpxSender:
         if content is None and request.json is not None:
             content = json.dumps(request.json, separators=(",", ":")).encode()
             headers.setdefault("Content-Type", "application/json")
+        url = request.url
+        if request.secret_query:
+            # appended here rather than merged by httpx (one URL parse, not two)
+            joiner = "&" if urlsplit(url).query else "?"
+            url = f"{url}{joiner}{urlencode(request.secret_query)}"
         try:
             response = self._client.request(
-                request.method,
-                request.url,
-                content=content,
-                headers=headers,
-                params=dict(request.secret_query) or None,
+                request.method, url, content=content, headers=headers
             )
         except httpx.TimeoutException as exc:
             raise DeliveryError(

@@ -127,12 +127,15 @@ def parse_event(data: bytes) -> Event:
     if not data:
         raise InvalidMessageError("empty_message: no data")
     try:
-        json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidMessageError("invalid_json: the body is not UTF-8 JSON") from None
-    try:
         return Event.from_json_bytes(data)
     except ValidationError as exc:
+        # parse the JSON a second time only to tell bad JSON from a bad event
+        try:
+            json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidMessageError(
+                "invalid_json: the body is not UTF-8 JSON"
+            ) from None
         fields = error_fields(exc.errors())
         detail = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
         raise InvalidMessageError(f"invalid_event: {detail}") from None
@@ -230,7 +233,9 @@ class FanoutService:
         identities: the identity store.
         sender: sends built requests (adds secrets).
         publisher: publishes dead letters.
-        max_workers: destinations sent concurrently at most.
+        max_workers: threads of the instance's send pool, shared by the
+            messages handled at once; default 8 per destination (functions
+            serve several requests at once). Threads start on demand.
     """
 
     def __init__(
@@ -242,7 +247,7 @@ class FanoutService:
         identities: IdentityStore,
         sender: HttpSender,
         publisher: RawPublisher,
-        max_workers: int = 8,
+        max_workers: int | None = None,
     ) -> None:
         self.config = config
         self.destinations = list(destinations)
@@ -250,7 +255,10 @@ class FanoutService:
         self.identities = identities
         self.sender = sender
         self.publisher = publisher
-        self.max_workers = max_workers
+        self.max_workers = max_workers or 8 * max(1, len(self.destinations))
+        # one pool per instance: a pool per message started up to one thread
+        # per destination for every event
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.max_workers, "fanout")
         timeout = config.fanout.http_timeout_seconds
         # authorize may make one request and send another: two timeouts
         self.attempt_deadline = 2 * timeout + 5
@@ -361,7 +369,12 @@ class FanoutService:
             for o in outcomes
         }
         write = ledger_core.status_write(
-            records, extract_context(event), stitched, decision.attempts + 1, now
+            records,
+            extract_context(event),
+            stitched,
+            decision.attempts + 1,
+            now,
+            stored_context=decision.stored_context,
         )
         self.ledger.update(ledger_id, write)
         return self._finish(event, decision.action, outcomes, stitched)
@@ -461,35 +474,31 @@ class FanoutService:
     ) -> list[Outcome]:
         if not targets:
             return []
-        workers = min(len(targets), self.max_workers)
-        pool = concurrent.futures.ThreadPoolExecutor(workers, "fanout")
-        try:
-            futures = {
-                pool.submit(
-                    self._attempt, dest, event, statuses.get(dest.id) or {}, now
-                ): dest
-                for dest in targets
-            }
-            done, _ = concurrent.futures.wait(futures, timeout=self.attempt_deadline)
-            outcomes: list[Outcome] = []
-            for future, dest in futures.items():
-                if future in done:
-                    outcomes.append(future.result())
-                else:
-                    attempts = (
-                        int((statuses.get(dest.id) or {}).get("attempts") or 0) + 1
-                    )
-                    outcomes.append(
-                        Outcome(
-                            dest.id,
-                            "retry",
-                            attempts,
-                            error=f"timeout: over {self.attempt_deadline:g}s",
-                            attempted=True,
-                        )
-                    )
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        futures = {
+            self._pool.submit(
+                self._attempt, dest, event, statuses.get(dest.id) or {}, now
+            ): dest
+            for dest in targets
+        }
+        done, _ = concurrent.futures.wait(futures, timeout=self.attempt_deadline)
+        outcomes: list[Outcome] = []
+        for future, dest in futures.items():
+            if future in done:
+                outcomes.append(future.result())
+                continue
+            # not finished in time: recorded as a retry; one still queued never
+            # starts (no send after the status write)
+            future.cancel()
+            attempts = int((statuses.get(dest.id) or {}).get("attempts") or 0) + 1
+            outcomes.append(
+                Outcome(
+                    dest.id,
+                    "retry",
+                    attempts,
+                    error=f"timeout: over {self.attempt_deadline:g}s",
+                    attempted=True,
+                )
+            )
         return outcomes
 
     def _attempt(

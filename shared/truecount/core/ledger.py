@@ -115,6 +115,8 @@ class Decision:
         statuses: the destinations' records so far (attempt counts, done ones).
         attempts: fanout attempts recorded so far for this key.
         reason: a short explanation for logs.
+        stored_context: the entry's ``context`` as stored, when known (the
+            status write leaves it alone when the delivered context equals it).
     """
 
     action: Action
@@ -125,6 +127,7 @@ class Decision:
     statuses: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     attempts: int = 0
     reason: str = ""
+    stored_context: Mapping[str, Any] | None = None
 
     @property
     def delivers(self) -> bool:
@@ -194,6 +197,7 @@ def new_entry(
             statuses=destinations,
             browser_event_id=doc["browser_event_id"],
             reason="first sight",
+            stored_context=doc["context"],
         )
     return doc, decision
 
@@ -272,6 +276,7 @@ def decide(
             statuses=statuses,
             attempts=attempts,
             reason="redelivered: resuming the destinations not done",
+            stored_context=dict(doc.get("context") or {}),
         )
     if event_id in seen_event_ids(doc):
         return Decision("done", reason="already recorded")
@@ -297,6 +302,7 @@ def decide(
             statuses=fresh,
             attempts=attempts,
             reason="backend event merged with the held browser context",
+            stored_context=dict(doc.get("context") or {}),
         )
     if len(doc.get("duplicates") or ()) >= MAX_DUPLICATES:
         return Decision("done", reason="duplicate (not recorded: too many)")
@@ -328,8 +334,13 @@ def status_write(
     stitched: Mapping[str, str],
     attempts: int,
     now: datetime,
+    *,
+    stored_context: Mapping[str, Any] | None = None,
 ) -> LedgerWrite:
     """The one write after an attempt: every destination's record at once.
+
+    Only what the attempt changed: the records of the destinations tried, and
+    the context only when it differs from the stored one.
 
     Args:
         records: destination id -> its new record.
@@ -337,19 +348,16 @@ def status_write(
         stitched: field -> identity key kind it was filled from.
         attempts: the fanout attempt count, this one included.
         now: the current time.
+        stored_context: the entry's context as stored, when known; None writes
+            ``context`` whatever it holds.
 
     Returns:
         The mutation; it also releases the lease.
     """
     updates: dict[str, Any] = {f"destinations.{d}": dict(r) for d, r in records.items()}
-    updates.update(
-        {
-            "context": dict(context),
-            "attempts": attempts,
-            "lease_until": None,
-            "updated_at": now,
-        }
-    )
+    if stored_context is None or dict(context) != dict(stored_context):
+        updates["context"] = dict(context)
+    updates.update({"attempts": attempts, "lease_until": None, "updated_at": now})
     if stitched:
         updates["stitched"] = dict(stitched)
     return LedgerWrite(set=updates)

@@ -16,7 +16,15 @@ from truecount.core.currency import (
 
 @pytest.mark.parametrize(
     ("code", "places"),
-    [("EUR", 2), ("jpy", 0), ("KRW", 0), ("KWD", 3), ("BHD", 3), ("CLF", 4), ("ISK", 0)],
+    [
+        ("EUR", 2),
+        ("jpy", 0),
+        ("KRW", 0),
+        ("KWD", 3),
+        ("BHD", 3),
+        ("CLF", 4),
+        ("ISK", 0),
+    ],
 )
 def test_exponent_follows_iso_4217(code: str, places: int) -> None:
     """Zero-, two-, three- and four-decimal currencies, any case."""
