@@ -33,6 +33,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO_ROOT / "benchmarks"
 NOOP_SOURCE = BENCH_DIR / "noop" / "main.py"
+FLOOR_SOURCE = BENCH_DIR / "noop" / "floor.py"
 FUNCTIONS_DIR = REPO_ROOT / "functions"
 DOCS_PATH = REPO_ROOT / "docs" / "benchmarks.md"
 LOCALHOST = "127.0.0.1"
@@ -283,6 +284,16 @@ def noop(signature: str = "http", **kwargs: Any) -> FunctionProcess:
     """The bare no-op baseline (``noop_http`` or ``noop_event``)."""
     target = "noop_http" if signature == "http" else "noop_event"
     return FunctionProcess(target, NOOP_SOURCE, signature, **kwargs)
+
+
+def floor(signature: str = "http", **kwargs: Any) -> FunctionProcess:
+    """The SDK floor (``benchmarks/noop/floor.py``): the SDK work and nothing else.
+
+    ``floor_publish`` (HTTP: publish the raw body, wait for the ack) or
+    ``floor_create`` (CloudEvent: one Firestore ``create()``).
+    """
+    target = "floor_publish" if signature == "http" else "floor_create"
+    return FunctionProcess(target, FLOOR_SOURCE, signature, **kwargs)
 
 
 def truecount(name: str, **kwargs: Any) -> FunctionProcess:

@@ -8,6 +8,11 @@ rounds. Two workloads:
 * ``data``: one Data Client event per request (``POST /data``, JSON);
 * ``ga4``: a 10-line GA4 batch per request (``POST /g/collect``).
 
+A third side, the "SDK floor" (``floor_publish`` in ``benchmarks/noop/floor.py``),
+parses nothing and publishes the raw body (one message per GA4 line) with
+Truecount's own publisher and settings, waiting for the ack: the ceiling any
+ingest built on google-cloud-pubsub can reach on this machine.
+
 Truecount answers 2xx only after the Pub/Sub emulator acked every event of the
 request; a check before the load pulls what a few requests published and
 asserts every event arrived.
@@ -177,6 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         sides = {
             "noop": common.noop("http", env=env),
+            "floor": common.floor("http", env=env),
             "truecount": common.truecount("ingest", env=env),
         }
         try:
@@ -203,11 +209,14 @@ def _load_rounds(
             name: requests_for(workload.name, proc.port, "r")
             for name, proc in sides.items()
         }
-        totals = {name: (LoadResult(), 0.0) for name in sides}
-        for name, proc in sides.items():  # warm-up, not counted
-            run_load(proc.port, reqs[name], args.concurrency, args.warmup)
+        counted = [n for n in sides if not (args.no_floor and n == "floor")]
+        totals = {name: (LoadResult(), 0.0) for name in counted}
+        for name in counted:  # warm-up, not counted
+            run_load(sides[name].port, reqs[name], args.concurrency, args.warmup)
         for rnd in range(args.rounds):
             order = list(sides) if rnd % 2 == 0 else list(reversed(sides))
+            if args.no_floor:
+                order = [name for name in order if name != "floor"]
             for name in order:
                 profiler = None
                 if args.profile and name == "truecount":
@@ -256,11 +265,16 @@ def _summarise(
 ) -> dict[str, Any]:
     rows = []
     ratios = {}
+    floor_ratios: dict[str, dict[str, float]] = {}
     for workload in WORKLOADS:
         noop, tc = results[workload.name]["noop"], results[workload.name]["truecount"]
+        floor = results[workload.name].get("floor")
         ratio = tc["rps"] / noop["rps"] if noop["rps"] else 0.0
         ratios[workload.name] = round(ratio, 3)
-        for name, r in (("no-op", noop), ("Truecount", tc)):
+        shown = [("no-op", noop), ("SDK floor", floor), ("Truecount", tc)]
+        for name, r in shown:
+            if r is None:
+                continue
             rows.append(
                 [
                     workload.label,
@@ -285,6 +299,16 @@ def _summarise(
                 f"goal ≥ {GOAL_RATIO:.0%}: {common.verdict(ratio >= GOAL_RATIO)}",
             ]
         )
+        if floor is not None and noop["rps"] and floor["rps"]:
+            floor_ratios[workload.name] = {
+                "floor_vs_noop": round(floor["rps"] / noop["rps"], 3),
+                "truecount_vs_floor": round(tc["rps"] / floor["rps"], 3),
+            }
+            for label, value in (
+                ("SDK floor / no-op", floor["rps"] / noop["rps"]),
+                ("Truecount / SDK floor", tc["rps"] / floor["rps"]),
+            ):
+                rows.append([workload.label, f"*{label}*", f"*{value:.0%}*"] + [""] * 5)
     return {
         "date": common.today(),
         "machine": common.machine(),
@@ -299,6 +323,7 @@ def _summarise(
         "ack_check": ack,
         "results": results,
         "ratios": ratios,
+        "floor_ratios": floor_ratios,
         "goal_ratio": GOAL_RATIO,
         "table": common.table(
             [
@@ -325,7 +350,10 @@ Command: `{command}`
 Settings (both sides): gunicorn via `python -m functions_framework`, \
 {s["workers"]} worker x {s["threads"]} threads; load: {s["concurrency"]} keep-alive \
 connections, {s["rounds"]} alternating rounds of {s["duration_s"]} s per side \
-after a {s["warmup_s"]} s warm-up. Ack check: {summary["ack_check"]}.
+after a {s["warmup_s"]} s warm-up. Ack check: {summary["ack_check"]}. \
+The SDK floor (`benchmarks/noop/floor.py`) parses nothing and publishes the raw \
+body (one message per GA4 line) with Truecount's publisher, acked before the \
+204: the ceiling of any ingest built on google-cloud-pubsub here.
 
 {summary["table"]}"""
 
@@ -339,6 +367,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--smoke", action="store_true", help="a tiny load (CI)")
     parser.add_argument("--profile", action="store_true", help="py-spy Truecount")
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the SDK floor side (faster)"
+    )
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
     if args.smoke:

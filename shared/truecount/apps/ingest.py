@@ -32,6 +32,7 @@ built by ``functions/ingest/main.py``, without patching any SDK::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,6 +63,8 @@ BROWSER_METHODS = frozenset({"GET", "POST", "OPTIONS"})
 MP_METHODS = frozenset({"POST", "OPTIONS"})
 ALLOW_HEADERS = f"Content-Type, {DEBUG_HEADER}"
 PREFLIGHT_MAX_AGE = "86400"
+#: distinct event names whose dedup rule is kept (names come from clients)
+RULE_CACHE_SIZE = 256
 
 _log = get_logger(__name__)
 
@@ -136,6 +139,8 @@ class IngestApp:
         self._publisher = publisher
         self._clock = clock
         self._origins = frozenset(config.ingest.cors_origins)
+        # the effective rule of a name never changes: compute it once per name
+        self._rule = functools.lru_cache(maxsize=RULE_CACHE_SIZE)(config.rule)
         self.routes: tuple[Route, ...] = (
             Route(GA4_PATH, BROWSER_METHODS, self.ga4),
             Route(DATA_PATH, BROWSER_METHODS, self.data),
@@ -219,7 +224,7 @@ class IngestApp:
         )
 
     def _keyed(self, events: Sequence[Event]) -> list[Event]:
-        return [with_dedup_key(e, self.config.rule(e.name)) for e in events]
+        return [with_dedup_key(e, self._rule(e.name)) for e in events]
 
     @staticmethod
     def _rejected(source: str, exc: InvalidPayload) -> None:

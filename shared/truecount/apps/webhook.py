@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from flask import Request, Response
@@ -48,15 +48,15 @@ from truecount.models.event import Event
 from truecount.ports import EventPublisher
 from truecount.settings import get_settings, read_secret, read_secret_list
 from truecount.web import Reply, Route, decode_utf8, dispatch, read_body
-from truecount.webhooks import crm as crm_mapping
-from truecount.webhooks import hubspot as hubspot_mapping
-from truecount.webhooks import stripe as stripe_mapping
 from truecount.webhooks.signatures import (
     parse_crm_keys,
     verify_crm,
     verify_hubspot_v3,
     verify_stripe,
 )
+
+if TYPE_CHECKING:  # each mapping is imported by the first request of its route
+    from truecount.webhooks import hubspot as hubspot_mapping
 
 STRIPE_SIGNATURE_HEADER = "Stripe-Signature"
 HUBSPOT_SIGNATURE_HEADER = "X-HubSpot-Signature-v3"
@@ -69,7 +69,7 @@ _log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
 PublisherFactory = Callable[[], EventPublisher]
-LookupFactory = Callable[[], hubspot_mapping.HubSpotLookup]
+LookupFactory = Callable[[], "hubspot_mapping.HubSpotLookup"]
 
 
 def utc_now() -> datetime:
@@ -357,6 +357,8 @@ class WebhookApp:
         except SignatureVerificationError as exc:
             self._reject("stripe", exc)
             raise
+        from truecount.webhooks import stripe as stripe_mapping
+
         envelope = stripe_mapping.parse_envelope(_parse_json(body))
         result = stripe_mapping.map_event(envelope, cfg, now)
         if isinstance(result, stripe_mapping.Ignored):
@@ -390,6 +392,8 @@ class WebhookApp:
         except SignatureVerificationError as exc:
             self._reject("hubspot", exc)
             raise
+        from truecount.webhooks import hubspot as hubspot_mapping
+
         batch = hubspot_mapping.parse_batch(_parse_json(body))
         events, skipped = hubspot_mapping.map_batch(batch, cfg, self._lookup(), now)
         ignored = [
@@ -421,6 +425,8 @@ class WebhookApp:
         except SignatureVerificationError as exc:
             self._reject("crm", exc)
             raise
+        from truecount.webhooks import crm as crm_mapping
+
         parsed = crm_mapping.parse_crm(_parse_json(body))
         tolerance = timedelta(seconds=cfg.tolerance_seconds)
         return self._finish("crm", [crm_mapping.map_crm(parsed, now, tolerance)], [])

@@ -61,8 +61,9 @@ def _to_utc(value: datetime) -> datetime:
 
 
 def _rfc3339(value: datetime) -> str:
-    text = value.astimezone(UTC).isoformat(timespec="microseconds")
-    return text.replace("+00:00", "Z")
+    if value.tzinfo is not UTC:  # validated values already are
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" → "Z"
 
 
 UtcDatetime = Annotated[

@@ -76,12 +76,27 @@ def _bad_encoding(path: str, message: str) -> InvalidPayload:
 
 
 def _decode_component(raw: bytes, path: str) -> str:
-    if _BAD_PERCENT.search(raw):
-        raise _bad_encoding(path, "malformed percent-encoding")
+    if b"%" in raw:
+        if _BAD_PERCENT.search(raw):
+            raise _bad_encoding(path, "malformed percent-encoding")
+        raw = unquote_to_bytes(raw.replace(b"+", b" "))
+    elif b"+" in raw:
+        raw = raw.replace(b"+", b" ")
     try:
-        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise _bad_encoding(path, "not valid UTF-8") from None
+
+
+def _decode_value(raw: bytes, path: str, key: str) -> str:
+    """Decode a value; the error path (``<path>.<key>``) is built only on error."""
+    if b"%" not in raw and b"+" not in raw:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    where = f"{path}.{key}" if path != "$query" and key else key or path
+    return _decode_component(raw, where)
 
 
 def parse_query(raw: bytes | str, path: str = "$query") -> list[tuple[str, str]]:
@@ -107,8 +122,7 @@ def parse_query(raw: bytes | str, path: str = "$query") -> list[tuple[str, str]]
             continue
         raw_key, _, raw_value = segment.partition(b"=")
         key = _decode_component(raw_key, path)
-        where = f"{path}.{key}" if path != "$query" and key else key or path
-        pairs.append((key, _decode_component(raw_value, where)))
+        pairs.append((key, _decode_value(raw_value, path, key)))
     return pairs
 
 

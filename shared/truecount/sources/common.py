@@ -540,25 +540,24 @@ def finish(draft: Draft, problems: Problems) -> Event | None:
     if len(problems.fields) > before:
         return None
     try:
-        identity = hash_identity(RawIdentity(**draft.identity))
-        return Event.model_validate(
-            {
-                "event_id": event_id,
-                "name": draft.name,
-                "source": draft.source,
-                "occurred_at": draft.occurred_at,
-                "received_at": draft.received_at,
-                "client": client,
-                "page": page if page and any(page.values()) else None,
-                "identity": identity,
-                "click_ids": draft.click_ids,
-                "consent": draft.consent,
-                "commerce": commerce,
-                "lead": lead,
-                "params": clean,
-                "user_properties": props,
-            }
-        )
+        data: dict[str, Any] = {
+            "event_id": event_id,
+            "name": draft.name,
+            "source": draft.source,
+            "occurred_at": draft.occurred_at,
+            "received_at": draft.received_at,
+            "client": client,
+            "page": page if page and any(page.values()) else None,
+            "click_ids": draft.click_ids,
+            "consent": draft.consent,
+            "commerce": commerce,
+            "lead": lead,
+            "params": clean,
+            "user_properties": props,
+        }
+        if draft.identity:  # nothing to hash: the default, empty identity
+            data["identity"] = hash_identity(RawIdentity(**draft.identity))
+        return Event.model_validate(data)
     except InvalidPayload as exc:
         for entry in exc.fields:
             problems.add(join_path(draft.prefix, entry["path"]), entry["message"])

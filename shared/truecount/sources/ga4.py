@@ -55,7 +55,7 @@ from datetime import datetime
 from typing import Any
 
 from truecount.errors import PayloadTooLarge
-from truecount.models.event import Event, Item
+from truecount.models.event import ClickIds, Consent, Event, Item
 from truecount.sources.browser import (
     HttpInput,
     click_ids,
@@ -204,14 +204,15 @@ class _Hit:
     def __init__(
         self, url: dict[str, str], line: dict[str, str] | None, index: int
     ) -> None:
-        self.params = {**url, **(line or {})}
-        self.url_keys = set(url) - set(line or {})
+        self.params = {**url, **line} if line else dict(url)
+        self._url = url
+        self._line = line or {}
         self.prefix = f"line[{index}]" if line is not None else ""
         self.index = index
 
     def path(self, key: str) -> str:
         """The wire path of a parameter: its line, unless it came from the URL."""
-        if not self.prefix or key in self.url_keys:
+        if not self.prefix or (key in self._url and key not in self._line):
             return key
         return f"{self.prefix}.{key}"
 
@@ -282,9 +283,53 @@ def _items(hit: _Hit, problems: Problems) -> list[Item]:
     return items
 
 
-def _draft(
-    hit: _Hit, req: HttpInput, now: datetime, trusted_proxies: int, problems: Problems
-) -> Draft | None:
+class _Shared:
+    """What the hits of one request share, each computed once per request.
+
+    Pure memoisation: every value is what the per-hit call would return for
+    the same arguments (the request, its cookies and ``now`` do not change
+    between the lines of a batch).
+    """
+
+    def __init__(self, req: HttpInput, now: datetime, trusted_proxies: int) -> None:
+        self.req = req
+        self.now = now
+        self.ip = client_ip(
+            req.remote_addr, req.header("x-forwarded-for"), trusted_proxies
+        )
+        self.user_agent = req.header("user-agent")
+        self.cookie_cid = client_id_from_ga_cookie(req.cookies.get("_ga"))
+        self._sessions: dict[str, tuple[str | None, int | None]] = {}
+        self._click_ids: dict[str | None, ClickIds] = {}
+        self._consent: dict[tuple[str | None, ...], Consent] = {}
+
+    def session(self, tid: str) -> tuple[str | None, int | None]:
+        """Session id and number from the ``_ga_<stream>`` cookie of ``tid``."""
+        found = self._sessions.get(tid)
+        if found is None:
+            found = session_from_ga_cookie(session_cookie(self.req.cookies, tid))
+            self._sessions[tid] = found
+        return found
+
+    def click_ids(self, location: str | None) -> ClickIds:
+        """Click ids of a page URL and the request's cookies."""
+        found = self._click_ids.get(location)
+        if found is None:
+            found = click_ids(location, self.req.cookies, self.now)
+            self._click_ids[location] = found
+        return found
+
+    def consent(self, gcs: str | None, gcd: str | None, npa: str | None) -> Consent:
+        """Consent from a hit's ``gcs``, ``gcd`` and ``npa``."""
+        key = (gcs, gcd, npa)
+        found = self._consent.get(key)
+        if found is None:
+            found = from_consent_mode(gcs, gcd, npa)
+            self._consent[key] = found
+        return found
+
+
+def _draft(hit: _Hit, shared: _Shared, problems: Problems) -> Draft | None:
     if hit.params.get("v") != "2":
         problems.add(hit.path("v"), "must be 2 (GA4)")
     tid = hit.get("tid")
@@ -300,8 +345,8 @@ def _draft(
         return None
     params, props, wire = _event_params(hit, name)
     explicit_id = params.pop("event_id", None)
-    cookie_sid, cookie_sct = session_from_ga_cookie(session_cookie(req.cookies, tid))
-    cid = hit.get("cid") or client_id_from_ga_cookie(req.cookies.get("_ga"))
+    cookie_sid, cookie_sct = shared.session(tid)
+    cid = hit.get("cid") or shared.cookie_cid
     event_id = (
         str(param_value(explicit_id)).strip()
         if explicit_id is not None and str(explicit_id).strip()
@@ -323,8 +368,8 @@ def _draft(
         source="ga4",
         name=name,
         event_id=event_id,
-        occurred_at=now,
-        received_at=now,
+        occurred_at=shared.now,
+        received_at=shared.now,
         params=params,
         param_path=_param_path(hit, wire),
         client={
@@ -332,16 +377,14 @@ def _draft(
             "user_id": hit.get("uid"),
             "session_id": hit.get("sid") or cookie_sid,
             "session_number": sct if sct is not None else cookie_sct,
-            "ip": client_ip(
-                req.remote_addr, req.header("x-forwarded-for"), trusted_proxies
-            ),
-            "user_agent": req.header("user-agent"),
+            "ip": shared.ip,
+            "user_agent": shared.user_agent,
             "language": hit.get("ul"),
             "screen_resolution": hit.get("sr"),
         },
         page={"location": location, "referrer": hit.get("dr"), "title": hit.get("dt")},
-        click_ids=click_ids(location, req.cookies, now),
-        consent=from_consent_mode(hit.get("gcs"), hit.get("gcd"), hit.get("npa")),
+        click_ids=shared.click_ids(location),
+        consent=shared.consent(hit.get("gcs"), hit.get("gcd"), hit.get("npa")),
         items=items,
         user_properties=props,
         prefix=hit.prefix,
@@ -379,8 +422,9 @@ def parse_request(
         hits.append(_Hit(url, None, 0))
     problems = Problems()
     events: list[Event] = []
+    shared = _Shared(req, now, trusted_proxies)
     for hit in hits:
-        draft = _draft(hit, req, now, trusted_proxies, problems)
+        draft = _draft(hit, shared, problems)
         event = finish(draft, problems) if draft is not None else None
         if event is not None:
             events.append(event)
