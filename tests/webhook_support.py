@@ -3,14 +3,16 @@
 * :func:`fixture_bytes` / :func:`fixture_json`: provider payloads in
   ``tests/fixtures/<provider>/``.
 * :class:`RecordingPublisher`: an ``EventPublisher`` fake that records, or fails.
-* :class:`FakeHubSpotApi`: a local HubSpot CRM v3 API on 127.0.0.1 serving
-  contacts and deals from dicts, recording each request, optionally failing.
+* :class:`FakeHubSpotApi`: a local HubSpot CRM API on 127.0.0.1 serving the
+  contacts and deals batch reads and the deal→contact associations batch read
+  from dicts, recording each request, optionally failing or slow.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,12 +54,23 @@ class RecordingPublisher:
 
 
 class FakeHubSpotApi:
-    """A HubSpot CRM v3 API stand-in on 127.0.0.1.
+    """A HubSpot CRM API stand-in on 127.0.0.1.
+
+    Serves ``POST /crm/v3/objects/{contacts,deals}/batch/read`` (200, or 207 with
+    one ``OBJECT_NOT_FOUND`` error listing the missing ids) and ``POST
+    /crm/v4/associations/deals/contacts/batch/read`` (built from each deal's
+    v3-style ``associations.contacts.results``; deals without contacts come back
+    as per-item errors, like HubSpot's). Anything else is a plain 404.
 
     Args:
-        contacts: ``{id: response JSON}`` for ``/crm/v3/objects/contacts/{id}``.
-        deals: ``{id: response JSON}`` for ``/crm/v3/objects/deals/{id}``.
+        contacts: ``{id: object JSON}`` (as a single-object read answers it).
+        deals: ``{id: object JSON}``, optionally with ``associations``.
         token: the Bearer token it accepts (401 otherwise).
+
+    Attributes:
+        fail_status: answer every request with this status.
+        delay: seconds to wait before answering each request.
+        requests: ``{"method", "path", "query", "auth", "body"}`` per request.
     """
 
     def __init__(
@@ -70,6 +83,7 @@ class FakeHubSpotApi:
         self.deals = deals
         self.token = token
         self.fail_status: int | None = None
+        self.delay = 0.0
         self.requests: list[dict[str, Any]] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -80,17 +94,81 @@ class FakeHubSpotApi:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def _answer(self, path: str, auth: str | None) -> tuple[int, Any]:
+    @staticmethod
+    def _ids(body: Any) -> list[str]:
+        inputs = body.get("inputs", []) if isinstance(body, dict) else []
+        return [str(i["id"]) for i in inputs]
+
+    def _objects(self, table: dict[str, Any], body: Any) -> tuple[int, Any]:
+        ids = self._ids(body)
+        wanted = set(body.get("properties") or [])
+        results = []
+        for ident in ids:
+            if ident in table:
+                data = dict(table[ident])
+                data.pop("associations", None)
+                props = data.get("properties", {})
+                data["properties"] = {k: v for k, v in props.items() if k in wanted}
+                results.append(data)
+        missing = [i for i in ids if i not in table]
+        answer: dict[str, Any] = {"status": "COMPLETE", "results": results}
+        if not missing:
+            return 200, answer
+        answer["numErrors"] = 1
+        answer["errors"] = [
+            {
+                "status": "error",
+                "category": "OBJECT_NOT_FOUND",
+                "message": "Could not get some objects, they may be deleted",
+                "context": {"ids": missing},
+            }
+        ]
+        return 207, answer
+
+    def _associations(self, body: Any) -> tuple[int, Any]:
+        results, errors = [], []
+        for ident in self._ids(body):
+            links = (self.deals.get(ident) or {}).get("associations", {})
+            contacts = links.get("contacts", {}).get("results", [])
+            if contacts:
+                to = [
+                    {
+                        "toObjectId": int(c["id"]),
+                        "associationTypes": [
+                            {"category": "HUBSPOT_DEFINED", "typeId": 3}
+                        ],
+                    }
+                    for c in contacts
+                ]
+                results.append({"from": {"id": ident}, "to": to})
+            else:
+                errors.append(
+                    {
+                        "status": "error",
+                        "category": "VALIDATION_ERROR",
+                        "message": f"No contacts is associated with deal {ident}",
+                    }
+                )
+        answer: dict[str, Any] = {"status": "COMPLETE", "results": results}
+        if errors:
+            answer |= {"errors": errors, "numErrors": len(errors)}
+        return (207 if errors else 200), answer
+
+    def _answer(self, method: str, path: str, auth: str | None, body: Any) -> Any:
         if self.fail_status is not None:
             return self.fail_status, {"status": "error", "message": "fake failure"}
         if auth != f"Bearer {self.token}":
             return 401, {"status": "error", "category": "INVALID_AUTHENTICATION"}
-        parts = path.strip("/").split("/")
-        if len(parts) == 5 and parts[:3] == ["crm", "v3", "objects"]:
-            table = {"contacts": self.contacts, "deals": self.deals}.get(parts[3])
-            if table is not None and parts[4] in table:
-                return 200, table[parts[4]]
-        return 404, {"status": "error", "category": "OBJECT_NOT_FOUND"}
+        if method == "POST" and path == "/crm/v3/objects/contacts/batch/read":
+            return self._objects(self.contacts, body)
+        if method == "POST" and path == "/crm/v3/objects/deals/batch/read":
+            return self._objects(self.deals, body)
+        if (
+            method == "POST"
+            and path == "/crm/v4/associations/deals/contacts/batch/read"
+        ):
+            return self._associations(body)
+        return 404, {"status": "error", "message": "no such endpoint (fake)"}
 
     @contextmanager
     def running(self) -> Iterator[FakeHubSpotApi]:
@@ -98,19 +176,39 @@ class FakeHubSpotApi:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
+            def _handle(self, method: str) -> None:
                 url = urlsplit(self.path)
                 auth = self.headers.get("Authorization")
+                size = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(size) if size else b""
+                body = json.loads(raw) if raw else None
                 fake.requests.append(
-                    {"path": url.path, "query": parse_qs(url.query), "auth": auth}
+                    {
+                        "method": method,
+                        "path": url.path,
+                        "query": parse_qs(url.query),
+                        "auth": auth,
+                        "body": body,
+                    }
                 )
-                status, body = fake._answer(url.path, auth)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                status, answer = fake._answer(method, url.path, auth, body)
+                if fake.delay:
+                    time.sleep(fake.delay)
+                data = json.dumps(answer).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (a timeout test)
+                    return
+
+            def do_GET(self) -> None:
+                self._handle("GET")
+
+            def do_POST(self) -> None:
+                self._handle("POST")
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

@@ -88,6 +88,14 @@ class HubSpotConfig(_Section):
         description="dealstage value -> canonical event name",
     )
     lookup_timeout_seconds: float = Field(5.0, gt=0, le=30)
+    lookup_budget_seconds: float = Field(
+        3.0,
+        gt=0,
+        le=30,
+        description="total time for one delivery's CRM lookups (at most three "
+        "batch requests); past it the webhook answers 503 and HubSpot retries. "
+        "HubSpot gives up on a delivery after about 5 s",
+    )
     default_currency: str | None = Field(
         None,
         pattern=r"^[A-Z]{3}$",
@@ -134,6 +142,14 @@ class FanoutConfig(_Section):
     identity_ttl_days: int = Field(90, ge=1, le=3650)
     dead_letter_topic: str = Field("truecount-events-dead-letter", min_length=3)
     http_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    defer_threshold_seconds: float = Field(
+        600,
+        ge=60,
+        le=86400,
+        description="a retry asking to wait longer than this (Google Ads "
+        "TOO_RECENT_EVENT: ~6 h) is deferred: kept pending until then and "
+        "redriven, not counted against max_attempts",
+    )
 
 
 class DestinationConfig(BaseModel):

@@ -163,20 +163,43 @@ def hubspot_deal_won(s: Shopper, occurred_ms: int, event_id: int = 100) -> bytes
 
 
 def hubspot_api_answers(s: Shopper) -> dict[str, Any]:
-    """What the fake HubSpot CRM API answers, by path under ``/hubspot-api``."""
+    """What the fake HubSpot CRM API answers, by path under ``/hubspot-api``:
+    the webhook's three batch reads (deals, their contacts, the contacts)."""
     return {
-        f"/hubspot-api/crm/v3/objects/deals/{s.deal_id}": {
-            "id": s.deal_id,
-            "properties": {
-                "amount": "1500",
-                "deal_currency_code": "EUR",
-                "dealstage": "closedwon",
-            },
-            "associations": {"contacts": {"results": [{"id": s.contact_id}]}},
+        "/hubspot-api/crm/v3/objects/deals/batch/read": {
+            "status": "COMPLETE",
+            "results": [
+                {
+                    "id": s.deal_id,
+                    "properties": {
+                        "amount": "1500",
+                        "deal_currency_code": "EUR",
+                        "dealstage": "closedwon",
+                    },
+                }
+            ],
         },
-        f"/hubspot-api/crm/v3/objects/contacts/{s.contact_id}": {
-            "id": s.contact_id,
-            "properties": {"email": s.email, "firstname": "Jane", "lastname": "Doe"},
+        "/hubspot-api/crm/v4/associations/deals/contacts/batch/read": {
+            "status": "COMPLETE",
+            "results": [
+                {
+                    "from": {"id": s.deal_id},
+                    "to": [{"toObjectId": int(s.contact_id), "associationTypes": []}],
+                }
+            ],
+        },
+        "/hubspot-api/crm/v3/objects/contacts/batch/read": {
+            "status": "COMPLETE",
+            "results": [
+                {
+                    "id": s.contact_id,
+                    "properties": {
+                        "email": s.email,
+                        "firstname": "Jane",
+                        "lastname": "Doe",
+                    },
+                }
+            ],
         },
     }
 

@@ -126,6 +126,7 @@ def test_published_events_equal_the_expected_canonical_events(
     clear_secrets()
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert [r.get_json()["published"] for r in responses] == [1, 3, 1]
+    assert len(fake_hubspot.requests) == 3  # deals, their contacts, contacts
 
     config = load_config(config_path)
     assert config.sources.stripe is not None

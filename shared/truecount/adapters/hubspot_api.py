@@ -1,23 +1,44 @@
-"""HubSpot CRM v3 reader (httpx): the :class:`~truecount.webhooks.hubspot.HubSpotLookup`
-port for ``POST /hubspot`` enrichment.
+"""HubSpot CRM reader (httpx): the :class:`~truecount.webhooks.hubspot.HubSpotLookup`
+port for ``POST /hubspot`` enrichment, in batches.
 
-* ``GET {base}/crm/v3/objects/contacts/{id}?properties=...``
-* ``GET {base}/crm/v3/objects/deals/{id}?properties=...&associations=contacts``:
-  the v3 object read returns the associated contact ids inline
-  (``associations.contacts.results[].id``), so a deal costs one request, not
-  two as with the v4 associations endpoint. The first contact listed is used.
+* ``POST {base}/crm/v3/objects/deals/batch/read`` with
+  ``{"properties": [...], "propertiesWithHistory": [], "inputs": [{"id": ...}]}``;
+* ``POST {base}/crm/v4/associations/deals/contacts/batch/read`` with
+  ``{"inputs": [{"id": <deal id>}]}`` for the deals found: the object batch read
+  returns no associations. Each result is ``{"from": {"id"}, "to":
+  [{"toObjectId", ...}]}``; contacts keep the order HubSpot lists them in and
+  only the first page is read (the mapping uses the first contact only);
+* ``POST {base}/crm/v3/objects/contacts/batch/read``, as for deals.
 
-Authentication is the private-app token as ``Authorization: Bearer``. A 404 is
-"no such object" (None). Every other failure (timeout, connection error, 401,
-403, 429, 5xx, a body that is not the documented JSON) raises
+At most 100 ids go in one request (HubSpot's batch limit), so a webhook delivery
+(up to ~100 events) costs at most three requests: deals, their associations,
+contacts. Batch reads are preferred to concurrent single reads: one request per
+kind stays far below HubSpot's per-10-second rate limit and needs no threads.
+
+Answers: 200, or 207 (multi-status) when some ids failed. An id that is not in
+``results`` is "no such object" (None) when every per-item error is
+``OBJECT_NOT_FOUND``; any other per-item category raises. A 404 whose JSON body
+has category ``OBJECT_NOT_FOUND`` means none of the ids exist; any other 404
+(e.g. a wrong base URL) raises. Per-item errors of the associations read mean
+"no associated contact" (a deal without contacts is reported that way).
+
+Every other failure (timeout, connection error, 401, 403, 429, 5xx, a body that
+is not the documented JSON, the deadline passed) raises
 :class:`~truecount.errors.UpstreamError`, which answers 503 so that HubSpot
-retries the delivery. Nothing from a response body is logged: it holds PII.
+retries the delivery. Error messages carry the status or an error category
+only: nothing from a response body is logged (it holds PII), nor the token.
+
+Time: each request's httpx timeouts are ``timeout`` (``lookup_timeout_seconds``)
+capped by what is left before the caller's ``deadline``; no request starts once
+the deadline has passed.
 """
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -30,6 +51,32 @@ from truecount.webhooks.hubspot import (
 )
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
+#: HubSpot's limit of inputs per batch read.
+BATCH_LIMIT = 100
+NOT_FOUND = "OBJECT_NOT_FOUND"
+CONTACTS_READ = "/crm/v3/objects/contacts/batch/read"
+DEALS_READ = "/crm/v3/objects/deals/batch/read"
+DEAL_CONTACTS_READ = "/crm/v4/associations/deals/contacts/batch/read"
+_CATEGORY = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+_SUCCESS = frozenset({httpx.codes.OK, httpx.codes.MULTI_STATUS})
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), BATCH_LIMIT):
+        yield unique[start : start + BATCH_LIMIT]
+
+
+def _category(error: Any) -> str:
+    """A per-item error's category, if it looks like one (never free text)."""
+    value = error.get("category") if isinstance(error, dict) else None
+    return value if isinstance(value, str) and _CATEGORY.match(value) else "unknown"
+
+
+def _object_id(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return str(value) or None
 
 
 def _properties(data: dict[str, Any]) -> dict[str, str | None]:
@@ -39,100 +86,184 @@ def _properties(data: dict[str, Any]) -> dict[str, str | None]:
     return {str(k): v if isinstance(v, str) else None for k, v in raw.items()}
 
 
-def _contact_ids(data: dict[str, Any]) -> tuple[str, ...]:
-    associations = data.get("associations") or {}
-    contacts = associations.get("contacts") if isinstance(associations, dict) else None
-    results = contacts.get("results") if isinstance(contacts, dict) else None
-    ids: list[str] = []
-    for result in results if isinstance(results, list) else []:
-        ident = result.get("id") if isinstance(result, dict) else None
-        if isinstance(ident, str | int) and str(ident) not in ids:
-            ids.append(str(ident))
-    return tuple(ids)
+def _list(data: dict[str, Any], key: str) -> list[Any]:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise UpstreamError(f"HubSpot batch answer with a malformed {key!r}")
+    return value
 
 
 class HubSpotApi:
-    """Reads contacts and deals through the HubSpot CRM v3 API.
+    """Reads contacts and deals through HubSpot's CRM batch APIs.
 
     Args:
         client: an httpx client (tests pass ``transport=httpx.MockTransport``).
         token: the private-app access token.
         base_url: the API base URL (a local fake in tests).
+        timeout: per-request timeout in seconds; None keeps the client's.
+        clock: monotonic seconds, compared with the callers' deadlines.
     """
 
     def __init__(
-        self, client: httpx.Client, token: str, base_url: str = DEFAULT_BASE_URL
+        self,
+        client: httpx.Client,
+        token: str,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._token = token
         self._base = base_url.rstrip("/")
+        self._timeout = timeout
+        self._clock = clock
 
-    def _get(self, path: str, params: dict[str, str]) -> dict[str, Any] | None:
-        url = f"{self._base}{path}"
+    def _request_timeout(self, deadline: float | None) -> Any:
+        if deadline is None:
+            if self._timeout is None:
+                return httpx.USE_CLIENT_DEFAULT
+            return httpx.Timeout(self._timeout)
+        left = deadline - self._clock()
+        if left <= 0:
+            raise UpstreamError("HubSpot lookup budget exhausted")
+        return httpx.Timeout(
+            left if self._timeout is None else min(left, self._timeout)
+        )
+
+    def _post(
+        self, path: str, body: dict[str, Any], deadline: float | None
+    ) -> dict[str, Any]:
+        timeout = self._request_timeout(deadline)
         headers = {
             "Authorization": f"Bearer {self._token}",
             "Accept": "application/json",
         }
         try:
-            response = self._client.get(url, params=params, headers=headers)
+            response = self._client.post(
+                f"{self._base}{path}", json=body, headers=headers, timeout=timeout
+            )
         except httpx.HTTPError as exc:
             raise UpstreamError(
                 f"HubSpot lookup failed: {type(exc).__name__}"
             ) from None
-        if response.status_code == httpx.codes.NOT_FOUND:
-            return None
-        if response.status_code != httpx.codes.OK:
-            raise UpstreamError(f"HubSpot lookup answered {response.status_code}")
+        status = response.status_code
+        if status == httpx.codes.TOO_MANY_REQUESTS:
+            raise UpstreamError("HubSpot lookup answered 429 (rate limited)")
+        if status not in _SUCCESS and status != httpx.codes.NOT_FOUND:
+            raise UpstreamError(f"HubSpot lookup answered {status}")
         try:
             data = response.json()
         except ValueError:
-            raise UpstreamError("HubSpot lookup answered invalid JSON") from None
+            raise UpstreamError(f"HubSpot lookup {status}: invalid JSON") from None
         if not isinstance(data, dict):
-            raise UpstreamError("HubSpot lookup answered an unexpected shape")
+            raise UpstreamError(f"HubSpot lookup {status}: unexpected shape")
+        if status == httpx.codes.NOT_FOUND:
+            if _category(data) != NOT_FOUND:
+                raise UpstreamError("HubSpot lookup answered 404")
+            return {"results": [], "errors": [data]}
         return data
 
-    def get_contact(self, contact_id: str) -> HubSpotContact | None:
-        """Read a contact with the enrichment properties.
+    def _read(
+        self,
+        path: str,
+        ids: Sequence[str],
+        properties: Sequence[str],
+        deadline: float | None,
+    ) -> dict[str, dict[str, Any] | None]:
+        """``{id: object JSON or None}`` for every id, by batch reads."""
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(ids):
+            body = {
+                "properties": list(properties),
+                "propertiesWithHistory": [],
+                "inputs": [{"id": ident} for ident in chunk],
+            }
+            data = self._post(path, body, deadline)
+            for error in _list(data, "errors"):
+                category = _category(error)
+                if category != NOT_FOUND:
+                    raise UpstreamError(f"HubSpot batch read failed: {category}")
+            for item in _list(data, "results"):
+                ident = _object_id(item.get("id")) if isinstance(item, dict) else None
+                if ident is None:
+                    raise UpstreamError("HubSpot batch result without an id")
+                found[ident] = item
+        return {ident: found.get(ident) for ident in ids}
+
+    def _deal_contacts(
+        self, deal_ids: Sequence[str], deadline: float | None
+    ) -> dict[str, tuple[str, ...]]:
+        """The contact ids associated with each deal (absent: none)."""
+        contacts: dict[str, tuple[str, ...]] = {}
+        for chunk in _chunks(deal_ids):
+            body = {"inputs": [{"id": ident} for ident in chunk]}
+            data = self._post(DEAL_CONTACTS_READ, body, deadline)
+            for result in _list(data, "results"):
+                source = result.get("from") if isinstance(result, dict) else None
+                deal_id = _object_id(
+                    source.get("id") if isinstance(source, dict) else None
+                )
+                targets = result.get("to") if deal_id else None
+                if deal_id is None or not isinstance(targets, list):
+                    raise UpstreamError("HubSpot association result malformed")
+                ids = (
+                    _object_id(t.get("toObjectId")) if isinstance(t, dict) else None
+                    for t in targets
+                )
+                contacts[deal_id] = tuple(dict.fromkeys(i for i in ids if i))
+        return contacts
+
+    def get_deals(
+        self, deal_ids: Sequence[str], deadline: float | None = None
+    ) -> dict[str, HubSpotDeal | None]:
+        """Read deals with amount, currency, stage and associated contacts.
 
         Args:
-            contact_id: the HubSpot contact id.
+            deal_ids: HubSpot deal ids.
+            deadline: ``time.monotonic()`` value after which no request starts.
 
         Returns:
-            The contact, or None when it does not exist.
+            ``{id: deal}`` for every id; None when the deal does not exist.
 
         Raises:
-            UpstreamError: the lookup failed.
+            UpstreamError: a read failed, or the deadline passed.
         """
-        path = f"/crm/v3/objects/contacts/{quote(contact_id, safe='')}"
-        data = self._get(path, {"properties": ",".join(CONTACT_PROPERTIES)})
-        if data is None:
-            return None
-        return HubSpotContact(
-            id=str(data.get("id", contact_id)), properties=_properties(data)
-        )
+        raw = self._read(DEALS_READ, deal_ids, DEAL_PROPERTIES, deadline)
+        found = [ident for ident, data in raw.items() if data is not None]
+        contacts = self._deal_contacts(found, deadline) if found else {}
+        return {
+            ident: None
+            if data is None
+            else HubSpotDeal(
+                id=ident,
+                properties=_properties(data),
+                contact_ids=contacts.get(ident, ()),
+            )
+            for ident, data in raw.items()
+        }
 
-    def get_deal(self, deal_id: str) -> HubSpotDeal | None:
-        """Read a deal with its amount, currency, stage and associated contacts.
+    def get_contacts(
+        self, contact_ids: Sequence[str], deadline: float | None = None
+    ) -> dict[str, HubSpotContact | None]:
+        """Read contacts with the enrichment properties.
 
         Args:
-            deal_id: the HubSpot deal id.
+            contact_ids: HubSpot contact ids.
+            deadline: ``time.monotonic()`` value after which no request starts.
 
         Returns:
-            The deal, or None when it does not exist.
+            ``{id: contact}`` for every id; None when the contact does not exist.
 
         Raises:
-            UpstreamError: the lookup failed.
+            UpstreamError: a read failed, or the deadline passed.
         """
-        path = f"/crm/v3/objects/deals/{quote(deal_id, safe='')}"
-        params = {"properties": ",".join(DEAL_PROPERTIES), "associations": "contacts"}
-        data = self._get(path, params)
-        if data is None:
-            return None
-        return HubSpotDeal(
-            id=str(data.get("id", deal_id)),
-            properties=_properties(data),
-            contact_ids=_contact_ids(data),
-        )
+        raw = self._read(CONTACTS_READ, contact_ids, CONTACT_PROPERTIES, deadline)
+        return {
+            ident: None
+            if data is None
+            else HubSpotContact(id=ident, properties=_properties(data))
+            for ident, data in raw.items()
+        }
 
 
 def make_hubspot_api(base_url: str, token: str, timeout: float) -> HubSpotApi:
@@ -141,10 +272,11 @@ def make_hubspot_api(base_url: str, token: str, timeout: float) -> HubSpotApi:
     Args:
         base_url: ``sources.hubspot.api_base_url``.
         token: the private-app token.
-        timeout: ``sources.hubspot.lookup_timeout_seconds``, per request.
+        timeout: ``sources.hubspot.lookup_timeout_seconds``, per request (capped
+            by each call's deadline).
 
     Returns:
         The adapter.
     """
     client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False)
-    return HubSpotApi(client, token, base_url)
+    return HubSpotApi(client, token, base_url, timeout)

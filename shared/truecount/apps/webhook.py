@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -238,11 +239,15 @@ class _LazyLookup:
                 self._lookup = self._factory()
             return self._lookup
 
-    def get_contact(self, contact_id: str) -> hubspot_mapping.HubSpotContact | None:
-        return self._get().get_contact(contact_id)
+    def get_deals(
+        self, deal_ids: Sequence[str], deadline: float | None = None
+    ) -> dict[str, hubspot_mapping.HubSpotDeal | None]:
+        return self._get().get_deals(deal_ids, deadline)
 
-    def get_deal(self, deal_id: str) -> hubspot_mapping.HubSpotDeal | None:
-        return self._get().get_deal(deal_id)
+    def get_contacts(
+        self, contact_ids: Sequence[str], deadline: float | None = None
+    ) -> dict[str, hubspot_mapping.HubSpotContact | None]:
+        return self._get().get_contacts(contact_ids, deadline)
 
 
 # --- the application -------------------------------------------------------------
@@ -395,7 +400,10 @@ class WebhookApp:
         from truecount.webhooks import hubspot as hubspot_mapping
 
         batch = hubspot_mapping.parse_batch(_parse_json(body))
-        events, skipped = hubspot_mapping.map_batch(batch, cfg, self._lookup(), now)
+        deadline = time.monotonic() + cfg.lookup_budget_seconds
+        events, skipped = hubspot_mapping.map_batch(
+            batch, cfg, self._lookup(), now, deadline
+        )
         ignored = [
             {
                 "provider_event_id": s.event_id,

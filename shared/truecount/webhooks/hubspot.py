@@ -15,8 +15,13 @@ Mapping (``subscriptionType`` → canonical name; generic ``object.*`` types wit
   deal stitches with that contact's earlier events;
 * anything else is ignored.
 
-Enrichment: each contact (the event's, or the deal's contact) is read once per
-batch. Its email, phone, names and address are hashed here; HubSpot's stored
+Enrichment: every id is planned first, then the whole batch is read in two
+port calls: all deals (with their associated contacts), then all contacts (the
+events' and the deals' first contacts) — at most three HTTP round trips with the
+httpx adapter, whatever the batch size (HubSpot sends up to ~100 events and
+gives up after about 5 s). A ``deadline`` (a ``time.monotonic()`` value chosen
+by the caller) is passed through so the adapter starts no request after it.
+Each contact's email, phone, names and address are hashed here; HubSpot's stored
 click ids become ``click_ids.gclid`` (``hs_google_click_id``) and
 ``click_ids.fbclid`` (``hs_facebook_click_id``). No ``fbc`` is built: the
 browser's real ``_fbc`` cookie is filled in by fanout's identity stitching,
@@ -83,24 +88,43 @@ class HubSpotDeal:
 
 
 class HubSpotLookup(Protocol):
-    """Reads CRM objects. Implemented by ``truecount.adapters.hubspot_api``."""
+    """Reads CRM objects in batches. Implemented by ``truecount.adapters.hubspot_api``.
 
-    def get_contact(self, contact_id: str) -> HubSpotContact | None:
-        """The contact with the properties of ``CONTACT_PROPERTIES``.
+    ``deadline`` is a ``time.monotonic()`` value (or None for no overall limit):
+    an implementation starts no request after it and raises
+    :class:`~truecount.errors.UpstreamError` instead.
+    """
+
+    def get_deals(
+        self, deal_ids: Sequence[str], deadline: float | None = None
+    ) -> dict[str, HubSpotDeal | None]:
+        """The deals with ``DEAL_PROPERTIES`` and their associated contacts.
+
+        Args:
+            deal_ids: distinct deal ids.
+            deadline: when to stop starting requests (monotonic seconds).
 
         Returns:
-            The contact, or None if it does not exist (any more).
+            ``{id: deal}`` for every requested id; None for a deal that does not
+            exist (any more).
 
         Raises:
             truecount.errors.UpstreamError: the lookup failed; retry later.
         """
         ...
 
-    def get_deal(self, deal_id: str) -> HubSpotDeal | None:
-        """The deal with ``DEAL_PROPERTIES`` and its associated contacts.
+    def get_contacts(
+        self, contact_ids: Sequence[str], deadline: float | None = None
+    ) -> dict[str, HubSpotContact | None]:
+        """The contacts with the properties of ``CONTACT_PROPERTIES``.
+
+        Args:
+            contact_ids: distinct contact ids.
+            deadline: when to stop starting requests (monotonic seconds).
 
         Returns:
-            The deal, or None if it does not exist (any more).
+            ``{id: contact}`` for every requested id; None for a contact that
+            does not exist (any more).
 
         Raises:
             truecount.errors.UpstreamError: the lookup failed; retry later.
@@ -282,27 +306,43 @@ def deal_value(
     return value, code.upper()
 
 
-class _Cache:
-    """Reads each object once per batch."""
+@dataclass(frozen=True)
+class _Records:
+    """The CRM objects of one batch, read up front."""
 
-    def __init__(self, lookup: HubSpotLookup) -> None:
-        self._lookup = lookup
-        self._contacts: dict[str, HubSpotContact | None] = {}
-        self._deals: dict[str, HubSpotDeal | None] = {}
+    deals: dict[str, HubSpotDeal | None]
+    contacts: dict[str, HubSpotContact | None]
 
-    def contact(self, contact_id: str) -> HubSpotContact | None:
-        if contact_id not in self._contacts:
-            self._contacts[contact_id] = self._lookup.get_contact(contact_id)
-        return self._contacts[contact_id]
 
-    def deal(self, deal_id: str) -> HubSpotDeal | None:
-        if deal_id not in self._deals:
-            self._deals[deal_id] = self._lookup.get_deal(deal_id)
-        return self._deals[deal_id]
+def _unique(ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+def _first_contact(deal: HubSpotDeal | None) -> str | None:
+    return deal.contact_ids[0] if deal and deal.contact_ids else None
+
+
+def _read(
+    planned: Sequence[_Plan], lookup: HubSpotLookup, deadline: float | None
+) -> _Records:
+    """Read every deal, then every contact, of the planned elements."""
+    deal_ids = _unique([p.object_id for p in planned if p.object_kind == "deal"])
+    deals = lookup.get_deals(deal_ids, deadline) if deal_ids else {}
+    wanted: list[str] = []
+    for item in planned:
+        if item.object_kind == "contact":
+            wanted.append(item.object_id)
+        else:
+            contact_id = _first_contact(deals.get(item.object_id))
+            if contact_id:
+                wanted.append(contact_id)
+    contact_ids = _unique(wanted)
+    contacts = lookup.get_contacts(contact_ids, deadline) if contact_ids else {}
+    return _Records(deals, contacts)
 
 
 def _build(
-    item: _Plan, cache: _Cache, received_at: datetime, default_currency: str | None
+    item: _Plan, records: _Records, received_at: datetime, default_currency: str | None
 ) -> Event:
     source = item.source
     params: dict[str, str | int | float] = {
@@ -314,13 +354,13 @@ def _build(
     stage = item.stage
     deal_id = item.object_id if item.object_kind == "deal" else None
     if deal_id is not None:
-        deal = cache.deal(deal_id)
+        deal = records.deals.get(deal_id)
         params["hubspot_deal_id"] = deal_id
-        contact_id = deal.contact_ids[0] if deal and deal.contact_ids else None
+        contact_id = _first_contact(deal)
         value, currency = deal_value(deal, default_currency)
     else:
         contact_id = item.object_id
-    contact = cache.contact(contact_id) if contact_id else None
+    contact = records.contacts.get(contact_id) if contact_id else None
     if contact_id:
         params["hubspot_contact_id"] = contact_id
     if stage is None:
@@ -352,23 +392,28 @@ def map_batch(
     config: HubSpotConfig,
     lookup: HubSpotLookup,
     received_at: datetime,
+    deadline: float | None = None,
 ) -> tuple[list[Event], list[Ignored]]:
     """Map a verified batch to canonical events, enriching through ``lookup``.
 
-    Every element is planned first, so ignored elements cost no lookup. Either
-    the whole batch maps or an error is raised (nothing is published).
+    Every element is planned first, so ignored elements cost no lookup; then all
+    deals are read in one port call and all contacts (including each deal's
+    first associated contact) in another. Either the whole batch maps or an
+    error is raised (nothing is published).
 
     Args:
         events: the parsed batch.
         config: the ``[sources.hubspot]`` section.
         lookup: the CRM reader.
         received_at: when the webhook arrived.
+        deadline: a ``time.monotonic()`` value after which the lookup starts no
+            request (the delivery's enrichment budget); None for no limit.
 
     Returns:
         ``(events, ignored)``; events carry no dedup key yet.
 
     Raises:
-        truecount.errors.UpstreamError: a lookup failed.
+        truecount.errors.UpstreamError: a lookup failed or the deadline passed.
     """
     planned: list[_Plan] = []
     ignored: list[Ignored] = []
@@ -378,6 +423,8 @@ def map_batch(
             ignored.append(result)
         else:
             planned.append(result)
-    cache = _Cache(lookup)
+    if not planned:
+        return [], ignored
+    records = _read(planned, lookup, deadline)
     currency = config.default_currency
-    return [_build(item, cache, received_at, currency) for item in planned], ignored
+    return [_build(i, records, received_at, currency) for i in planned], ignored

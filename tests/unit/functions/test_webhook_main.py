@@ -393,7 +393,8 @@ def test_hubspot_mixed_batch_is_enriched_and_published(
     fake_hubspot: FakeHubSpotApi,
 ) -> None:
     """A signed mixed batch: three events with hashed email and click ids, four
-    ignored, two lookups on the local HubSpot API."""
+    ignored, three batch requests on the local HubSpot API (deals, their
+    contacts, contacts)."""
     response = post_hubspot(
         make_client(), fixture_bytes("hubspot", "webhook_batch_mixed")
     )
@@ -411,21 +412,67 @@ def test_hubspot_mixed_batch_is_enriched_and_published(
     assert won.click_ids.gclid == "Cj0KCQjw-hubspot-gclid"
     assert won.click_ids.fbclid == "IwAR2F4-dbP0l7Mn1IawQQ-hubspot"
     assert won.dedup_key == "close_convert_lead:deal-9876"
-    assert len(fake_hubspot.requests) == 2
+    assert [r["path"] for r in fake_hubspot.requests] == [
+        "/crm/v3/objects/deals/batch/read",
+        "/crm/v4/associations/deals/contacts/batch/read",
+        "/crm/v3/objects/contacts/batch/read",
+    ]
 
 
+@pytest.mark.parametrize("status", [429, 500, 503])
 def test_hubspot_failed_lookup_is_503_and_publishes_nothing(
     make_client: MakeClient,
     publisher: RecordingPublisher,
     fake_hubspot: FakeHubSpotApi,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
 ) -> None:
-    """When the HubSpot API fails, answer 503 so HubSpot retries the batch."""
-    fake_hubspot.fail_status = 500
+    """When the HubSpot API fails or rate-limits, answer 503 with Retry-After so
+    HubSpot retries the batch; the token appears in no log line."""
+    fake_hubspot.fail_status = status
     response = post_hubspot(
         make_client(), fixture_bytes("hubspot", "webhook_batch_mixed")
     )
     assert (response.status_code, error_code(response)) == (503, "unavailable")
+    assert response.headers["Retry-After"].isdigit()
     assert publisher.calls == 0
+    assert len(fake_hubspot.requests) == 1
+    out = capsys.readouterr().out
+    assert "UpstreamError" in out
+    assert fake_hubspot.token not in out
+
+
+def test_hubspot_deleted_objects_are_published_unenriched(
+    make_client: MakeClient,
+    publisher: RecordingPublisher,
+    fake_hubspot: FakeHubSpotApi,
+) -> None:
+    """Contacts and deals reported OBJECT_NOT_FOUND still give their events."""
+    fake_hubspot.contacts.clear()
+    fake_hubspot.deals.clear()
+    response = post_hubspot(
+        make_client(), fixture_bytes("hubspot", "webhook_batch_mixed")
+    )
+    assert response.get_json() == {"status": "ok", "published": 3, "ignored": 4}
+    assert [e.identity.email_sha256 for e in publisher.events] == [None] * 3
+    assert len(fake_hubspot.requests) == 2  # no associations read: no deal found
+
+
+def test_hubspot_slow_api_beyond_the_budget_is_503(
+    make_client: MakeClient,
+    publisher: RecordingPublisher,
+    fake_hubspot: FakeHubSpotApi,
+) -> None:
+    """lookup_budget_seconds bounds the whole enrichment: a HubSpot API slower
+    than the budget gets a 503 well before the per-request timeout."""
+    fake_hubspot.delay = 1.0
+    client = make_client(hubspot_extra="lookup_budget_seconds = 0.2")
+    started = time.monotonic()
+    response = post_hubspot(client, fixture_bytes("hubspot", "webhook_batch_mixed"))
+    elapsed = time.monotonic() - started
+    assert (response.status_code, error_code(response)) == (503, "unavailable")
+    assert publisher.calls == 0
+    assert elapsed < 0.9
 
 
 @pytest.mark.parametrize(
@@ -565,7 +612,9 @@ def test_source_without_its_secret_is_404(
 
 
 def test_logs_carry_no_raw_pii_or_secret(
-    make_client: MakeClient, capsys: pytest.CaptureFixture[str]
+    make_client: MakeClient,
+    fake_hubspot: FakeHubSpotApi,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Every request's log lines are free of raw PII and secrets."""
     client = make_client()
@@ -576,5 +625,6 @@ def test_logs_carry_no_raw_pii_or_secret(
     out = capsys.readouterr().out
     assert "webhook event mapped" in out
     assert "webhook signature rejected" in out
-    for raw in (*PII, STRIPE_NEW, STRIPE_OLD, HUBSPOT_SECRET, *CRM_KEYS.values()):
+    secrets = (STRIPE_NEW, STRIPE_OLD, HUBSPOT_SECRET, fake_hubspot.token)
+    for raw in (*PII, *secrets, *CRM_KEYS.values()):
         assert raw not in out

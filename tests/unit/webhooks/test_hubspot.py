@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from webhook_support import default_fake_hubspot, fixture_json
+from webhook_support import FakeHubSpotApi, default_fake_hubspot, fixture_json
 
 from truecount.adapters.hubspot_api import make_hubspot_api
 from truecount.config import Config, HubSpotConfig, SourcesConfig
@@ -49,26 +50,36 @@ class FakeLookup:
         self.contacts = contacts if contacts is not None else {"201": contact_201()}
         self.deals = deals if deals is not None else {"9876": deal_9876()}
         self.fail = fail
-        self.calls: list[tuple[str, str]] = []
+        self.calls: list[tuple[str, tuple[str, ...]]] = []
+        self.deadlines: list[float | None] = []
 
-    def get_contact(self, contact_id: str) -> HubSpotContact | None:
-        self.calls.append(("contact", contact_id))
+    def get_deals(
+        self, deal_ids: Sequence[str], deadline: float | None = None
+    ) -> dict[str, HubSpotDeal | None]:
+        self.calls.append(("deals", tuple(deal_ids)))
+        self.deadlines.append(deadline)
         if self.fail:
             raise UpstreamError("HubSpot lookup answered 503")
-        return self.contacts.get(contact_id)
+        return {i: self.deals.get(i) for i in deal_ids}
 
-    def get_deal(self, deal_id: str) -> HubSpotDeal | None:
-        self.calls.append(("deal", deal_id))
+    def get_contacts(
+        self, contact_ids: Sequence[str], deadline: float | None = None
+    ) -> dict[str, HubSpotContact | None]:
+        self.calls.append(("contacts", tuple(contact_ids)))
+        self.deadlines.append(deadline)
         if self.fail:
             raise UpstreamError("HubSpot lookup answered 503")
-        return self.deals.get(deal_id)
+        return {i: self.contacts.get(i) for i in contact_ids}
 
 
 def run(
-    batch: Any, lookup: mapping.HubSpotLookup, cfg: HubSpotConfig = CFG
+    batch: Any,
+    lookup: mapping.HubSpotLookup,
+    cfg: HubSpotConfig = CFG,
+    deadline: float | None = None,
 ) -> tuple[list[Event], list[mapping.Ignored]]:
     events, ignored = mapping.map_batch(
-        mapping.parse_batch(batch), cfg, lookup, RECEIVED
+        mapping.parse_batch(batch), cfg, lookup, RECEIVED, deadline
     )
     return [with_dedup_key(e, CONFIG.rule(e.name)) for e in events], ignored
 
@@ -137,27 +148,39 @@ def check_mixed_batch(events: list[Event], ignored: list[mapping.Ignored]) -> No
 
 def test_mixed_batch_maps_through_the_port() -> None:
     """Contact creation, MQL and closed-won become canonical events, enriched
-    once per object; ignored elements cost no lookup."""
+    by one deals read then one contacts read; ignored elements cost no lookup."""
     lookup = FakeLookup()
-    events, ignored = run(fixture_json("hubspot", "webhook_batch_mixed"), lookup)
+    events, ignored = run(
+        fixture_json("hubspot", "webhook_batch_mixed"), lookup, deadline=12.5
+    )
     check_mixed_batch(events, ignored)
-    assert lookup.calls == [("contact", "201"), ("deal", "9876")]
+    assert lookup.calls == [("deals", ("9876",)), ("contacts", ("201",))]
+    assert lookup.deadlines == [12.5, 12.5]
 
 
 def test_mixed_batch_against_a_local_fake_hubspot_api() -> None:
     """The real httpx adapter against a HubSpot stand-in on 127.0.0.1 gives the
-    same events, with the Bearer token and the documented query."""
+    same events, with the Bearer token and the documented batch requests."""
     fake = default_fake_hubspot()
     with fake.running():
         api = make_hubspot_api(fake.base_url, fake.token, 5.0)
         events, ignored = run(fixture_json("hubspot", "webhook_batch_mixed"), api)
     check_mixed_batch(events, ignored)
-    assert [r["path"] for r in fake.requests] == [
-        "/crm/v3/objects/contacts/201",
-        "/crm/v3/objects/deals/9876",
+    assert [(r["method"], r["path"]) for r in fake.requests] == [
+        ("POST", "/crm/v3/objects/deals/batch/read"),
+        ("POST", "/crm/v4/associations/deals/contacts/batch/read"),
+        ("POST", "/crm/v3/objects/contacts/batch/read"),
     ]
     assert all(r["auth"] == "Bearer pat-test-token" for r in fake.requests)
-    assert fake.requests[1]["query"]["associations"] == ["contacts"]
+    deals, links, contacts = (r["body"] for r in fake.requests)
+    assert deals == {
+        "properties": list(mapping.DEAL_PROPERTIES),
+        "propertiesWithHistory": [],
+        "inputs": [{"id": "9876"}],
+    }
+    assert links == {"inputs": [{"id": "9876"}]}
+    assert contacts["inputs"] == [{"id": "201"}]
+    assert contacts["properties"] == list(mapping.CONTACT_PROPERTIES)
 
 
 def test_failed_lookup_raises_upstream_error() -> None:
@@ -348,3 +371,179 @@ def test_deal_without_currency_uses_the_configured_portal_currency() -> None:
         Decimal("1500"),
         "USD",
     )
+
+
+# --- a large mixed batch: every id read once, in at most three requests ---------
+
+
+def big_tables() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Contacts 301-320 and deals 801-811 as the CRM API answers them; deal
+    80n belongs to contact 30n, deal 811 has no contact."""
+    contacts = {
+        str(300 + n): {
+            "id": str(300 + n),
+            "properties": {
+                "email": f"User{n}@Example.com",
+                "hs_google_click_id": f"gclid-{n}",
+                "lifecyclestage": "lead",
+            },
+        }
+        for n in range(1, 21)
+    }
+    deals: dict[str, Any] = {
+        str(800 + n): {
+            "id": str(800 + n),
+            "properties": {"amount": str(100 * n), "deal_currency_code": "EUR"},
+            "associations": {"contacts": {"results": [{"id": str(300 + n)}]}},
+        }
+        for n in range(1, 11)
+    }
+    deals["811"] = {"id": "811", "properties": {"amount": "5", "dealstage": "x"}}
+    return contacts, deals
+
+
+def big_batch() -> list[dict[str, Any]]:
+    """50 elements: 21 creations (contact 399 is gone), 10 MQLs of contacts that
+    were also created, 12 closed-won deals (deal 899 is gone), 7 ignored."""
+    batch: list[dict[str, Any]] = []
+
+    def add(**fields: Any) -> None:
+        batch.append(element(eventId=len(batch) + 1, **fields))
+
+    for n in [*range(301, 321), 399]:
+        add(objectId=n)
+    for n in range(301, 311):
+        add(
+            subscriptionType="contact.propertyChange",
+            objectId=n,
+            propertyName="lifecyclestage",
+            propertyValue="marketingqualifiedlead",
+        )
+    for n in [*range(801, 812), 899]:
+        add(
+            subscriptionType="deal.propertyChange",
+            objectId=n,
+            propertyName="dealstage",
+            propertyValue="closedwon",
+        )
+    for n in range(7):
+        add(subscriptionType="company.creation", objectId=900 + n)
+    assert len(batch) == 50
+    return batch
+
+
+def lookup_of(contacts: dict[str, Any], deals: dict[str, Any]) -> FakeLookup:
+    """The in-memory port holding the same objects as the fake API."""
+    return FakeLookup(
+        contacts={
+            k: HubSpotContact(id=k, properties=v["properties"])
+            for k, v in contacts.items()
+        },
+        deals={
+            k: HubSpotDeal(
+                id=k,
+                properties=v["properties"],
+                contact_ids=tuple(
+                    r["id"]
+                    for r in v.get("associations", {})
+                    .get("contacts", {})
+                    .get("results", [])
+                ),
+            )
+            for k, v in deals.items()
+        },
+    )
+
+
+def check_big_batch(events: list[Event], ignored: list[mapping.Ignored]) -> None:
+    """What the 50-element batch maps to, whichever reader served it."""
+    assert len(events) == 43
+    assert len(ignored) == 7
+    by_id = {e.event_id: e for e in events}
+    created = by_id["hubspot-3-2-5"]  # contact 305
+    assert created.identity.email_sha256 == sha("user5@example.com")
+    assert created.click_ids.gclid == "gclid-5"
+    gone = by_id["hubspot-3-2-21"]  # contact 399: published, unenriched
+    assert (gone.identity.lead_id, gone.identity.email_sha256) == ("399", None)
+    won = by_id["hubspot-3-2-34"]  # deal 803 of contact 303
+    assert won.lead is not None
+    assert (won.lead.lead_id, won.lead.value, won.lead.currency) == (
+        "303",
+        Decimal("300"),
+        "EUR",
+    )
+    assert won.identity.email_sha256 == sha("user3@example.com")
+    no_contact = by_id["hubspot-3-2-42"]  # deal 811: no associated contact
+    assert no_contact.lead is not None
+    assert (no_contact.lead.lead_id, no_contact.identity.email_sha256) == (None, None)
+    missing_deal = by_id["hubspot-3-2-43"]  # deal 899: gone
+    assert missing_deal.lead is not None
+    assert (missing_deal.lead.deal_id, missing_deal.lead.lead_id) == ("899", None)
+    assert missing_deal.dedup_key == "close_convert_lead:deal-899"
+
+
+def test_large_batch_reads_deals_then_contacts_once_each() -> None:
+    """50 elements cost two port calls: every deal id once, then every contact id
+    once (the events' and the deals' contacts, without repeats)."""
+    contacts, deals = big_tables()
+    lookup = lookup_of(contacts, deals)
+    events, ignored = run(big_batch(), lookup)
+    check_big_batch(events, ignored)
+    assert [kind for kind, _ in lookup.calls] == ["deals", "contacts"]
+    deal_ids, contact_ids = (ids for _, ids in lookup.calls)
+    assert deal_ids == (*(str(n) for n in range(801, 812)), "899")
+    assert contact_ids == (*(str(n) for n in range(301, 321)), "399")
+
+
+def test_large_batch_costs_three_requests_on_the_local_fake_api() -> None:
+    """Against the HubSpot stand-in, the 50-element batch costs three HTTP
+    requests (deals, their contacts, contacts) and maps as through the port."""
+    contacts, deals = big_tables()
+    fake = FakeHubSpotApi(contacts, deals)
+    with fake.running():
+        api = make_hubspot_api(fake.base_url, fake.token, 5.0)
+        events, ignored = run(big_batch(), api)
+    check_big_batch(events, ignored)
+    assert len(fake.requests) == 3
+    expected, _ = run(big_batch(), lookup_of(contacts, deals))
+    assert events == expected
+
+
+def test_batch_of_contacts_only_reads_no_deal() -> None:
+    """Without deal elements there is a single port call, for the contacts."""
+    lookup = FakeLookup()
+    run([element(), element(eventId=2)], lookup)
+    assert lookup.calls == [("contacts", ("201",))]
+
+
+def test_deleted_deal_needs_no_contact_read() -> None:
+    """A deal that no longer exists is published without lead or value, and
+    leaves nothing to read from the contacts."""
+    batch = [
+        element(
+            subscriptionType="deal.propertyChange",
+            objectId=9876,
+            propertyName="dealstage",
+            propertyValue="closedwon",
+        )
+    ]
+    lookup = FakeLookup(deals={})
+    events, _ = run(batch, lookup)
+    assert lookup.calls == [("deals", ("9876",))]
+    assert events[0].lead is not None
+    assert (events[0].lead.lead_id, events[0].lead.value) == (None, None)
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_failing_fake_api_raises_upstream_error(status: int) -> None:
+    """A rate-limited or failing HubSpot API stops the batch (503 at the edge)."""
+    fake = default_fake_hubspot()
+    fake.fail_status = status
+    batch = fixture_json("hubspot", "webhook_batch_mixed")
+    with fake.running():
+        api = make_hubspot_api(fake.base_url, fake.token, 5.0)
+        with pytest.raises(UpstreamError) as info:
+            run(batch, api)
+    assert str(status) in str(info.value)
+    assert fake.token not in str(info.value)
+    assert len(fake.requests) == 1
