@@ -1,7 +1,8 @@
 """fanout: Pub/Sub-triggered delivery (CloudEvent ``messagePublished``).
 
 Wiring only; the logic is ``truecount.core.fanout.FanoutService``. Returning acks
-the message; raising (``RetryableError``) makes Pub/Sub redeliver it.
+the message; raising (``RetryableError``) makes Pub/Sub redeliver it. A
+``truecount_command=redrive`` message republishes the deferred events now due.
 functions-framework also turns a raw Pub/Sub push body into this CloudEvent.
 """
 
@@ -47,6 +48,7 @@ def _service() -> FanoutService:
         identities=FirestoreIdentities(client),
         sender=HttpxSender(get_http_client(config.fanout.http_timeout_seconds)),
         publisher=get_publisher(project, settings.truecount_events_topic),
+        events_topic=settings.truecount_events_topic,
     )
 
 

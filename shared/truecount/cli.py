@@ -74,6 +74,37 @@ def send(
 
 
 @app.command()
+def redrive(
+    project: Annotated[
+        str,
+        typer.Option(
+            envvar="GOOGLE_CLOUD_PROJECT",
+            help="Google Cloud project; *_EMULATOR_HOST points at the emulators",
+        ),
+    ] = "truecount-local",
+    topic: Annotated[
+        str, typer.Option(envvar="TRUECOUNT_EVENTS_TOPIC", help="events topic")
+    ] = "truecount-events",
+) -> None:
+    """Ask fanout to republish the deferred events now due (Cloud Scheduler's job)."""
+    from truecount.adapters.pubsub import PubSubPublisher
+    from truecount.core.fanout import COMMAND_ATTRIBUTE, REDRIVE_COMMAND
+    from truecount.errors import PublishError
+
+    publisher = PubSubPublisher(project, topic)
+    try:
+        message_id = publisher.publish_raw(
+            topic, b"{}", {COMMAND_ATTRIBUTE: REDRIVE_COMMAND}
+        )
+    except PublishError as exc:
+        typer.echo(f"redrive not published: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        publisher.close()
+    typer.echo(f"redrive requested on {topic} (message {message_id})")
+
+
+@app.command()
 def contract() -> None:
     """Print the canonical event JSON Schema and the config reference."""
     from truecount.contract import render_config_reference, render_schema

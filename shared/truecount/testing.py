@@ -118,6 +118,19 @@ class InMemoryLedger:
                 apply_write(doc, write)
             return result
 
+    def due(self, now: datetime, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Entries whose ``deferred_until <= now``, earliest first."""
+        with self._lock:
+            found = [
+                (doc_id, doc)
+                for doc_id, doc in self.docs.items()
+                if doc.get("deferred_until") is not None
+                and doc["deferred_until"] <= now
+            ]
+            found.sort(key=lambda item: item[1]["deferred_until"])
+            self.ops.reads += min(len(found), limit)
+            return [(i, copy.deepcopy(d)) for i, d in found[:limit]]
+
 
 class InMemoryIdentities:
     """An ``IdentityStore`` in a dict keyed like Firestore's document ids."""

@@ -151,7 +151,12 @@ class Stack:
     """A FanoutService on the emulators with the capture server as every sink."""
 
     def __init__(
-        self, project: str, db: Any, capture: CaptureServer, extra: str = ""
+        self,
+        project: str,
+        db: Any,
+        capture: CaptureServer,
+        extra: str = "",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.project = project
         self.db = db
@@ -160,7 +165,7 @@ class Stack:
         self.ops = instrument(db)
         self.http = httpx.Client(timeout=5)
         self.publisher = PubSubPublisher(project, "truecount-events", timeout=10)
-        self.destinations = build_destinations(self.config, {})
+        self.destinations = build_destinations(self.config, env or {})
         self.service = FanoutService(
             self.config,
             self.destinations,
@@ -168,6 +173,7 @@ class Stack:
             identities=FirestoreIdentities(lambda: db),
             sender=HttpxSender(self.http),
             publisher=self.publisher,
+            events_topic="truecount-events",
         )
 
     def close(self) -> None:
@@ -728,3 +734,112 @@ def test_firestore_operations_for_duplicates_and_no_ledger_rules(
         "transactions": 0,
     }
     assert stack.count("/a") == 3  # the purchase once, the page_view twice
+
+
+# --- deferral and redrive (Google Ads TOO_RECENT_EVENT) ---------------------------
+
+ADS_ENV = {
+    "TRUECOUNT_GOOGLE_ADS_DEVELOPER_TOKEN": "dev-token",
+    "TRUECOUNT_GOOGLE_ADS_CLIENT_ID": "client-id",
+    "TRUECOUNT_GOOGLE_ADS_CLIENT_SECRET": "client-secret",
+    "TRUECOUNT_GOOGLE_ADS_REFRESH_TOKEN": "refresh-token",
+}
+
+
+def _ads_extra(capture_url: str) -> str:
+    return f"""
+[destinations.ads]
+type = "google_ads"
+endpoint = "{capture_url}/gads"
+token_url = "{capture_url}/oauth/token"
+customer_id = "123-456-7890"
+conversion_actions = {{ purchase = "987654" }}
+"""
+
+
+def _too_recent_body() -> dict[str, Any]:
+    return {
+        "partialFailureError": {
+            "code": 3,
+            "message": "The click is too recent.",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.ads.googleads.v23.errors."
+                    "GoogleAdsFailure",
+                    "errors": [
+                        {"errorCode": {"conversionUploadError": "TOO_RECENT_EVENT"}}
+                    ],
+                }
+            ],
+        },
+        "results": [{}],
+    }
+
+
+def test_too_recent_google_ads_conversion_is_deferred_then_redriven_once(
+    project_id: str, firestore_db: Any, capture: CaptureServer, pubsub: Any
+) -> None:
+    """First upload: TOO_RECENT_EVENT -> deferred, acked, the http sinks delivered
+    once. redrive(now + 5 h) publishes nothing; redrive(now + 7 h) republishes the
+    event, whose redelivery uploads the conversion once; nothing else is resent."""
+    emu.ensure_topic(project_id, DLQ)
+    emu.ensure_topic(project_id, "truecount-events")
+    events = pubsub.subscribe("truecount-events")
+    capture.script("/oauth/token", [], body={"access_token": "t", "expires_in": 3600})
+    capture.script("/gads", [], body=_too_recent_body())
+    stack = Stack(
+        project_id, firestore_db, capture, _ads_extra(capture.url), env=ADS_ENV
+    )
+    now = _now()
+    event = _purchase(
+        "st-ads",
+        "stripe",
+        click_ids=ClickIds(gclid="Cj0-gclid"),
+        consent=Consent(ad_user_data="granted"),
+    )
+    try:
+        first = stack.service.handle(_envelope(event), now)
+
+        assert first.outcomes["ads"].status == "deferred"
+        doc = stack.ledger("purchase:T-1001")
+        ads = doc["destinations"]["ads"]
+        assert (ads["status"], ads["reason"], ads["attempts"]) == (
+            "pending",
+            "deferred:TOO_RECENT_EVENT",
+            0,
+        )
+        assert doc["deferred_until"] == ads["not_before"]
+        assert Event.from_json_bytes(doc["event"]).event_id == "st-ads"
+
+        capture.script("/gads", [], body={"results": [{"gclid": "Cj0-gclid"}]})
+        assert stack.service.redrive(now + timedelta(hours=5)).reason == (
+            "republished 0"
+        )
+        stack.service.redrive(now + timedelta(hours=7))
+        [message] = pubsub.pull(events, expect=1, timeout=15)
+        assert message.attributes["event_id"] == "st-ads"
+
+        later = now + timedelta(hours=7)
+        redelivered = _envelope(message.data, dict(message.attributes))
+        stack.service.handle(redelivered, later)
+        stack.service.handle(redelivered, later)  # a duplicate copy: done
+        assert stack.service.redrive(later + timedelta(hours=2)).reason == (
+            "republished 0"
+        )
+
+        uploads = capture.requests_to("/gads")
+        assert len(uploads) == 2
+        assert uploads[1].body["conversions"][0]["gclid"] == "Cj0-gclid"
+        assert [stack.count(p) for p in ("/a", "/b", "/c")] == [1, 1, 1]
+        # the 1 h access token has expired 7 h later: one exchange per upload
+        assert stack.count("/oauth/token") == 2
+        doc = stack.ledger("purchase:T-1001")
+        ads = doc["destinations"]["ads"]
+        assert (ads["status"], ads["attempts"], ads["deferrals"]) == (
+            "delivered",
+            1,
+            1,
+        )
+        assert doc["deferred_until"] is None
+    finally:
+        stack.close()

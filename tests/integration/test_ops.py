@@ -439,3 +439,22 @@ def _check_in_chromium(html: Path, screenshot: Path) -> None:
     assert screenshot.stat().st_size > 10_000
     assert _count_colour(first_chart, (0x2E, 0x7D, 0x32)) > 500  # backend + browser
     assert _count_colour(first_chart, (0xEF, 0x6C, 0x00)) > 500  # browser only
+
+
+def test_redrive_command_publishes_the_redrive_message(
+    project_id: str, pubsub: Any
+) -> None:
+    """``truecount redrive`` puts ``{}`` with truecount_command=redrive on the
+    events topic of the emulator project."""
+    from truecount.cli import app
+
+    pubsub.create_topic("truecount-events")
+    sub = pubsub.subscribe("truecount-events")
+
+    result = CliRunner().invoke(app, ["redrive", "--project", project_id])
+
+    assert result.exit_code == 0, result.output
+    assert "redrive requested on truecount-events" in result.output
+    [message] = pubsub.pull(sub, expect=1, timeout=15)
+    assert message.data == b"{}"
+    assert dict(message.attributes) == {"truecount_command": "redrive"}

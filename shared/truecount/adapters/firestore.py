@@ -12,7 +12,9 @@
 
 Contention and transient errors (``Aborted``, ``DeadlineExceeded``,
 ``ServiceUnavailable``, ...) become ``RetryableError``: fanout raises, Pub/Sub
-redelivers. The client is built lazily, once per process (``get_client``).
+redelivers. ``InvalidArgument`` on an update (a document over 1 MiB) becomes
+``core.ledger.InvalidWriteError``: fanout retries it smaller. The client is
+built lazily, once per process (``get_client``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from truecount.core.ledger import COLLECTION as LEDGER_COLLECTION
-from truecount.core.ledger import LedgerWrite
+from truecount.core.ledger import InvalidWriteError, LedgerWrite
 from truecount.core.stitch import COLLECTION as IDENTITY_COLLECTION
 from truecount.core.stitch import identity_doc_id
 from truecount.errors import RetryableError
@@ -263,7 +265,8 @@ class FirestoreLedger:
                     self._ref(doc_id).create(dict(doc))
                 else:
                     writer.commit(writer.create(doc_id, doc))
-            except exceptions.Conflict:  # AlreadyExists is a Conflict
+            except exceptions.AlreadyExists:
+                # not Conflict: Aborted is a Conflict too, and is contention
                 return False
         return True
 
@@ -274,13 +277,42 @@ class FirestoreLedger:
         return snapshot.to_dict() if snapshot.exists else None
 
     def update(self, doc_id: str, write: LedgerWrite) -> None:
-        """Apply a mutation (one write; the document must exist)."""
+        """Apply a mutation (one write; the document must exist).
+
+        Raises:
+            RetryableError: contention or a transient error.
+            InvalidWriteError: Firestore refused the write (``InvalidArgument``,
+                e.g. the document would exceed 1 MiB).
+        """
+        from google.api_core import exceptions
+
         writer = self._writer()
         with _retryable("update"):
-            if writer is None:
-                self._ref(doc_id).update(_to_firestore(write))
-            else:
-                writer.commit(writer.update(doc_id, write))
+            try:
+                if writer is None:
+                    self._ref(doc_id).update(_to_firestore(write))
+                else:
+                    writer.commit(writer.update(doc_id, write))
+            except exceptions.InvalidArgument as exc:
+                raise InvalidWriteError(
+                    f"firestore update: {type(exc).__name__}"
+                ) from exc
+
+    def due(self, now: datetime, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Entries whose ``deferred_until <= now``, earliest first, at most
+        ``limit`` (one query on the automatic single-field index)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = (
+            self._client_factory()
+            .collection(self._collection)
+            .where(filter=FieldFilter("deferred_until", "<=", now))
+            .order_by("deferred_until")
+            .limit(limit)
+        )
+        with _retryable("query"):
+            snapshots = list(query.stream())
+        return [(s.id, s.to_dict() or {}) for s in snapshots]
 
     def transact(
         self,

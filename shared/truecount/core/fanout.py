@@ -17,7 +17,12 @@ Per message:
    destination has a test mode.
 5. One ledger write records every destination. If any destination needs a retry,
    raise ``RetryableError`` after that write: Pub/Sub redelivers, and only the
-   destinations not done are tried again.
+   destinations not done are tried again. A destination whose platform asks to
+   wait longer than Pub/Sub's backoff (``fanout.defer_threshold_seconds``, e.g.
+   Google Ads ``TOO_RECENT_EVENT``) is *deferred* instead: kept pending with
+   ``not_before``, the message acked, and the event kept in the ledger so that
+   :meth:`FanoutService.redrive` (a ``truecount_command=redrive`` message, sent
+   by Cloud Scheduler) republishes it once it is due.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ import binascii
 import concurrent.futures
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +45,14 @@ from truecount.config import Config
 from truecount.core import ledger as ledger_core
 from truecount.core.consent import consent_block_reason
 from truecount.core.dedup import dedup_key, doc_id
-from truecount.core.ledger import Decision, LedgerStore, Truth
+from truecount.core.ledger import (
+    DEFERRED_PREFIX,
+    Decision,
+    InvalidWriteError,
+    LedgerStore,
+    LedgerWrite,
+    Truth,
+)
 from truecount.core.retry import is_expired, max_attempts_for, settle
 from truecount.core.stitch import (
     IdentityStore,
@@ -55,11 +69,31 @@ from truecount.ports import Destination, HttpSender, RawPublisher, SendResult, S
 
 DEAD_LETTER_REASON = "truecount_dead_letter_reason"
 BROWSER_EVENT_ID_PARAM = "truecount_browser_event_id"
+#: Pub/Sub attribute of a command message (``redrive``), which has no event
+COMMAND_ATTRIBUTE = "truecount_command"
+REDRIVE_COMMAND = "redrive"
+#: attribute on an event the redrive republished (lets other subscribers,
+#: e.g. the BigQuery subscription, filter the copies out)
+REDRIVEN_ATTRIBUTE = "truecount_redrive"
 RESPONSE_EXCERPT_BYTES = 512
+#: JSON bytes of a ``SendResult.detail`` kept in a destination record
+DETAIL_LIMIT_BYTES = 2048
+#: ledger entries republished by one redrive
+REDRIVE_LIMIT = 500
+#: a redriven entry is due again this late if its resume never happened
+REDRIVE_RETRY = timedelta(hours=1)
+#: redrives of one entry before it is given up (logged as an error)
+MAX_REDRIVES = 48
+#: tries of the status write, and the first backoff between them (jittered)
+STATUS_WRITE_TRIES = 3
+STATUS_WRITE_BACKOFF_SECONDS = 0.2
+#: Pub/Sub's limit is 1024 bytes per attribute value
 _ATTRIBUTE_VALUE_LIMIT = 1000
+_BULKY_FIELDS = ("request", "response", "detail")
 _LOG_LEVEL = {
     "delivered": logging.INFO,
     "skipped": logging.INFO,
+    "deferred": logging.INFO,
     "retry": logging.WARNING,
     "failed": logging.ERROR,
 }
@@ -146,8 +180,48 @@ def dead_letter_attributes(
 ) -> dict[str, str]:
     """The original attributes plus ``truecount_dead_letter_reason``."""
     out = dict(attributes)
-    out[DEAD_LETTER_REASON] = reason[:_ATTRIBUTE_VALUE_LIMIT]
+    out[DEAD_LETTER_REASON] = truncate_utf8(reason, _ATTRIBUTE_VALUE_LIMIT)
     return out
+
+
+def truncate_utf8(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", errors="ignore")
+
+
+def bounded_detail(
+    detail: Mapping[str, Any], limit: int = DETAIL_LIMIT_BYTES
+) -> dict[str, Any]:
+    """A ``SendResult.detail`` as plain JSON data of at most ``limit`` bytes.
+
+    Lists are shortened first (``truncated: true`` says so); what still does
+    not fit is kept as a JSON excerpt.
+    """
+
+    def size(value: Any) -> int:
+        return len(json.dumps(value, ensure_ascii=False, default=str).encode())
+
+    def trim(value: Any, keep: int) -> Any:
+        if isinstance(value, list):
+            return [trim(v, keep) for v in value[:keep]]
+        if isinstance(value, dict):
+            return {k: trim(v, keep) for k, v in value.items()}
+        return value
+
+    data: dict[str, Any] = json.loads(
+        json.dumps(dict(detail), ensure_ascii=False, default=str)
+    )
+    if size(data) <= limit:
+        return data
+    for keep in (20, 10, 5, 3, 1):
+        trimmed = {**trim(data, keep), "truncated": True}
+        if size(trimmed) <= limit:
+            return trimmed
+    text = json.dumps(data, ensure_ascii=False, default=str)
+    return {"excerpt": truncate_utf8(text, limit - 64), "truncated": True}
 
 
 def effective_key(event: Event, config: Config) -> str:
@@ -163,7 +237,7 @@ class Outcome:
     """The result of one destination for one attempt."""
 
     destination: str
-    status: str  # delivered | skipped | failed | retry
+    status: str  # delivered | skipped | failed | retry | deferred
     attempts: int
     reason: str | None = None
     error: str | None = None
@@ -173,11 +247,23 @@ class Outcome:
     response: dict[str, Any] | None = None
     notes: tuple[str, ...] = ()
     attempted: bool = False
+    #: the platform's own detail (validation messages, per-row errors)
+    detail: Mapping[str, Any] | None = None
+    retry_after: float | None = None
+    #: deferred: not to be tried before then
+    not_before: datetime | None = None
+    #: times this destination was deferred; None keeps the previous count
+    deferrals: int | None = None
+    #: timed out while sending: the request may still be on its way
+    in_flight: bool = False
 
     @property
     def ledger_status(self) -> str:
-        """The status kept in the ledger: a retryable failure stays pending."""
-        return ledger_core.PENDING if self.status == "retry" else self.status
+        """The status kept in the ledger: a retryable or deferred one stays
+        pending."""
+        if self.status in ("retry", "deferred"):
+            return ledger_core.PENDING
+        return self.status
 
     def record(self, previous: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         """The destination's ledger record after this attempt."""
@@ -186,6 +272,13 @@ class Outcome:
             "attempts": self.attempts,
             "updated_at": now,
         }
+        deferrals = (
+            self.deferrals
+            if self.deferrals is not None
+            else int(previous.get("deferrals") or 0)
+        )
+        if deferrals:
+            rec["deferrals"] = deferrals
         if previous.get("first_attempt_at") is not None:
             rec["first_attempt_at"] = previous["first_attempt_at"]
         elif self.attempted:
@@ -199,8 +292,11 @@ class Outcome:
             "error": self.error,
             "http_status": self.http_status,
             "request_id": self.request_id,
+            "retry_after": self.retry_after,
+            "not_before": self.not_before,
             "request": self.request,
             "response": self.response,
+            "detail": bounded_detail(self.detail) if self.detail else None,
             "notes": list(self.notes) or None,
         }
         rec.update({k: v for k, v in optional.items() if v is not None})
@@ -223,6 +319,25 @@ def _excerpt(body: bytes) -> str:
     return body[:RESPONSE_EXCERPT_BYTES].decode("utf-8", errors="replace")
 
 
+def _defer_code(result: SendResult) -> str:
+    """What a deferral waits for: the platform's first error code, else the
+    error text (``deferred:TOO_RECENT_EVENT``, ``deferred:http 429``)."""
+    codes = (result.detail or {}).get("codes")
+    if isinstance(codes, list | tuple) and codes and isinstance(codes[0], str):
+        return codes[0]
+    return result.error or "retry_after"
+
+
+def _stored_event(raw: Any) -> Event | None:
+    """The delivery event a ledger entry keeps for its redrive, if valid."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        return Event.from_json_bytes(raw)
+    except ValidationError:
+        return None
+
+
 class FanoutService:
     """Processes Pub/Sub messages; every collaborator is injected.
 
@@ -232,10 +347,13 @@ class FanoutService:
         ledger: the ledger store.
         identities: the identity store.
         sender: sends built requests (adds secrets).
-        publisher: publishes dead letters.
+        publisher: publishes dead letters, and redriven events.
+        events_topic: the events topic the redrive republishes to (None: no
+            redrive).
         max_workers: threads of the instance's send pool, shared by the
             messages handled at once; default 8 per destination (functions
             serve several requests at once). Threads start on demand.
+        sleep: waits between tries of the status write (tests pass a no-op).
     """
 
     def __init__(
@@ -247,7 +365,9 @@ class FanoutService:
         identities: IdentityStore,
         sender: HttpSender,
         publisher: RawPublisher,
+        events_topic: str | None = None,
         max_workers: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
         self.destinations = list(destinations)
@@ -255,6 +375,9 @@ class FanoutService:
         self.identities = identities
         self.sender = sender
         self.publisher = publisher
+        self.events_topic = events_topic
+        self._sleep = sleep
+        self.defer_threshold = config.fanout.defer_threshold_seconds
         self.max_workers = max_workers or 8 * max(1, len(self.destinations))
         # one pool per instance: a pool per message started up to one thread
         # per destination for every event
@@ -291,6 +414,13 @@ class FanoutService:
                 message.data,
                 message.message_id,
             )
+            command = attributes.get(COMMAND_ATTRIBUTE)
+            if command == REDRIVE_COMMAND:
+                return self.redrive(now)
+            if command is not None:
+                raise InvalidMessageError(
+                    f"unknown_command: {truncate_utf8(command, 64)}"
+                )
             event = parse_event(message.data)
         except InvalidMessageError as exc:
             self._dead_letter(data, attributes, exc.reason, message_id)
@@ -309,6 +439,72 @@ class FanoutService:
             reason.split(":", 1)[0],
             extra={"reason": reason, "message_id": mid, "outcome": "dead_letter"},
         )
+
+    def redrive(self, now: datetime, limit: int = REDRIVE_LIMIT) -> FanoutResult:
+        """Republish the events whose deferred destinations are due.
+
+        Each ledger entry with ``deferred_until <= now`` gets its stored event
+        republished to the events topic (same event_id): the resume path then
+        delivers the destinations that are due, and the ledger keeps any other
+        from being sent twice. Before publishing, ``deferred_until`` moves
+        ``REDRIVE_RETRY`` ahead, so an entry whose resume never happens is
+        tried again later, at most ``MAX_REDRIVES`` times.
+
+        Args:
+            now: the current time.
+            limit: entries handled in one run (the next run takes the rest).
+
+        Returns:
+            ``action = "redrive"``; ``reason`` says how many were republished.
+
+        Raises:
+            RetryableError: the store or the publish failed (the command is
+                redelivered; entries already republished are not due again
+                before ``REDRIVE_RETRY``).
+        """
+        if self.events_topic is None:
+            log.error("redrive: no events topic configured")
+            return FanoutResult("redrive", reason="no events topic")
+        published = 0
+        for ledger_id, doc in self.ledger.due(now, limit):
+            raw = doc.get("event")
+            redrives = int(doc.get("redrives") or 0) + 1
+            event = _stored_event(raw)
+            if event is None or redrives > MAX_REDRIVES:
+                self.ledger.update(
+                    ledger_id,
+                    LedgerWrite(set={"deferred_until": None, "updated_at": now}),
+                )
+                log.error(
+                    "redrive: ledger entry %s given up",
+                    ledger_id,
+                    extra={"ledger_id": ledger_id, "redrives": redrives - 1},
+                )
+                continue
+            self.ledger.update(
+                ledger_id,
+                LedgerWrite(
+                    set={
+                        "deferred_until": now + REDRIVE_RETRY,
+                        "redrives": redrives,
+                        "updated_at": now,
+                    }
+                ),
+            )
+            attributes = {**event.pubsub_attributes(), REDRIVEN_ATTRIBUTE: "1"}
+            try:
+                self.publisher.publish_raw(
+                    self.events_topic, event.to_json_bytes(), attributes
+                )
+            except Exception as exc:
+                raise RetryableError(f"redrive publish: {type(exc).__name__}") from exc
+            published += 1
+        log.info(
+            "redrive: republished %d events",
+            published,
+            extra={"decision": "redrive", "republished": published},
+        )
+        return FanoutResult("redrive", reason=f"republished {published}")
 
     def process(self, event: Event, now: datetime) -> FanoutResult:
         """Process one validated event (see the module docstring).
@@ -329,7 +525,8 @@ class FanoutService:
             event = event.model_copy(update={"dedup_key": key})
         targets = [d for d in self.destinations if d.accepts(event.name)]
         with log_context(event_id=event.event_id, dedup_key=key):
-            if event.is_browser:
+            if event.is_browser and not event.debug:
+                # a test hit must not teach the identity store anything
                 self._remember_identity(event, now)
             if not targets:
                 # nothing to deliver or hold: a ledger entry would be pure cost
@@ -357,27 +554,88 @@ class FanoutService:
             return self._settle_without_delivery(event, decision)
         event = self._prepare(event, decision)
         event, stitched = self._stitch(event, now)
+        # done ones are left alone, and so are deferred ones not due yet
         todo = [
             d
             for d in targets
-            if (decision.statuses.get(d.id) or {}).get("status", ledger_core.PENDING)
-            not in ledger_core.FINAL_STATUSES
+            if ledger_core.is_due(decision.statuses.get(d.id) or {}, now)
         ]
         outcomes = self._run(event, todo, decision.statuses, now)
         records = {
             o.destination: o.record(decision.statuses.get(o.destination) or {}, now)
             for o in outcomes
         }
-        write = ledger_core.status_write(
-            records,
-            extract_context(event),
-            stitched,
-            decision.attempts + 1,
-            now,
-            stored_context=decision.stored_context,
-        )
-        self.ledger.update(ledger_id, write)
+        deferring = any(o.status == "deferred" for o in outcomes)
+        in_flight = any(o.in_flight for o in outcomes)
+
+        def write_for(recs: Mapping[str, Mapping[str, Any]]) -> LedgerWrite:
+            return ledger_core.status_write(
+                recs,
+                extract_context(event),
+                stitched,
+                decision.attempts + 1,
+                now,
+                stored_context=decision.stored_context,
+                previous=decision.statuses,
+                # a send still running keeps redeliveries busy until it ends
+                lease_until=now + self.lease if in_flight else None,
+                event_json=(
+                    event.to_json_bytes().decode()
+                    if deferring and not decision.event_stored
+                    else None
+                ),
+            )
+
+        slim = {
+            d: {k: v for k, v in r.items() if k not in _BULKY_FIELDS}
+            for d, r in records.items()
+        }
+        self._write_status(ledger_id, write_for(records), lambda: write_for(slim))
         return self._finish(event, decision.action, outcomes, stitched)
+
+    def _write_status(
+        self, ledger_id: str, write: LedgerWrite, slim: Callable[[], LedgerWrite]
+    ) -> None:
+        """The status write, tried ``STATUS_WRITE_TRIES`` times in-process.
+
+        A failed status write would make the redelivery send to every
+        destination again, so transient failures are retried here first. A
+        write the store refuses as invalid (too large) is retried once as
+        ``slim()``: the records without their request, response and detail.
+
+        Raises:
+            RetryableError: every try failed.
+        """
+        try:
+            self._update_retrying(ledger_id, write)
+        except InvalidWriteError:
+            log.warning("status write refused as invalid; retrying without excerpts")
+            try:
+                self._update_retrying(ledger_id, slim())
+            except InvalidWriteError as exc:
+                raise RetryableError("status write refused as invalid") from exc
+
+    def _update_retrying(self, ledger_id: str, write: LedgerWrite) -> None:
+        delay = STATUS_WRITE_BACKOFF_SECONDS
+        for attempt in range(1, STATUS_WRITE_TRIES + 1):
+            try:
+                self.ledger.update(ledger_id, write)
+                return
+            except InvalidWriteError:
+                raise
+            except Exception as exc:
+                if attempt == STATUS_WRITE_TRIES:
+                    raise RetryableError(
+                        f"status write failed {attempt} times: {type(exc).__name__}"
+                    ) from exc
+                log.warning(
+                    "status write failed (%s), try %d of %d",
+                    type(exc).__name__,
+                    attempt,
+                    STATUS_WRITE_TRIES,
+                )
+                self._sleep(delay * (0.5 + random.random()))  # noqa: S311
+                delay *= 2
 
     def _decide_existing(
         self, ledger_id: str, event: Event, truth: Truth, ids: list[str], now: datetime
@@ -441,7 +699,7 @@ class FanoutService:
         self, event: Event, targets: list[Destination], now: datetime
     ) -> FanoutResult:
         event, stitched = self._stitch(event, now)
-        outcomes = self._run(event, targets, {}, now)
+        outcomes = self._run(event, targets, {}, now, can_defer=False)
         return self._finish(event, "deliver", outcomes, stitched)
 
     # --- identity ------------------------------------------------------------
@@ -471,34 +729,40 @@ class FanoutService:
         targets: list[Destination],
         statuses: Mapping[str, Mapping[str, Any]],
         now: datetime,
+        can_defer: bool = True,
     ) -> list[Outcome]:
         if not targets:
             return []
         futures = {
             self._pool.submit(
-                self._attempt, dest, event, statuses.get(dest.id) or {}, now
+                self._attempt, dest, event, statuses.get(dest.id) or {}, now, can_defer
             ): dest
             for dest in targets
         }
-        done, _ = concurrent.futures.wait(futures, timeout=self.attempt_deadline)
+        concurrent.futures.wait(futures, timeout=self.attempt_deadline)
         outcomes: list[Outcome] = []
         for future, dest in futures.items():
-            if future in done:
-                outcomes.append(future.result())
-                continue
-            # not finished in time: recorded as a retry; one still queued never
-            # starts (no send after the status write)
-            future.cancel()
-            attempts = int((statuses.get(dest.id) or {}).get("attempts") or 0) + 1
-            outcomes.append(
-                Outcome(
-                    dest.id,
-                    "retry",
-                    attempts,
-                    error=f"timeout: over {self.attempt_deadline:g}s",
-                    attempted=True,
+            before = int((statuses.get(dest.id) or {}).get("attempts") or 0)
+            if future.cancel():
+                # still queued: it never starts, so nothing was sent
+                outcomes.append(
+                    Outcome(dest.id, "retry", before, error="timeout: not started")
                 )
-            )
+            elif future.done():
+                outcomes.append(future.result())
+            else:
+                # still sending: recorded as a retry, and the status write keeps
+                # the lease so that no redelivery sends again meanwhile
+                outcomes.append(
+                    Outcome(
+                        dest.id,
+                        "retry",
+                        before + 1,
+                        error=f"timeout: over {self.attempt_deadline:g}s",
+                        attempted=True,
+                        in_flight=True,
+                    )
+                )
         return outcomes
 
     def _attempt(
@@ -507,8 +771,13 @@ class FanoutService:
         event: Event,
         previous: Mapping[str, Any],
         now: datetime,
+        can_defer: bool = True,
     ) -> Outcome:
-        """One destination, one attempt. Never raises."""
+        """One destination, one attempt. Never raises.
+
+        ``can_defer`` is False without a ledger (nothing could redrive it): a
+        long ``retry_after`` is then a plain retry.
+        """
         before = int(previous.get("attempts") or 0)
         blocked = consent_block_reason(
             event.consent, dest.required_consent, dest.unknown_consent
@@ -556,21 +825,41 @@ class FanoutService:
                 "body": _excerpt(response.body),
             }
             result = dest.classify(response)
-        result = settle(
-            result, attempts, max_attempts_for(dest, self.config.fanout.max_attempts)
-        )
-        return Outcome(
-            dest.id,
-            result.status,
-            attempts,
-            error=result.error,
-            http_status=result.http_status,
-            request_id=result.request_id,
-            request=described,
-            response=response_excerpt,
-            notes=notes,
-            attempted=True,
-        )
+        limit = max_attempts_for(dest, self.config.fanout.max_attempts)
+        common: dict[str, Any] = {
+            "http_status": result.http_status,
+            "request_id": result.request_id,
+            "request": described,
+            "response": response_excerpt,
+            "notes": notes,
+            "attempted": True,
+            "detail": result.detail,
+            "retry_after": result.retry_after,
+        }
+        wait = result.retry_after
+        if (
+            can_defer
+            and result.status == "retry"
+            and wait is not None
+            and wait > self.defer_threshold
+        ):
+            # longer than Pub/Sub's backoff: park it, the redrive brings it back
+            deferrals = int(previous.get("deferrals") or 0)
+            if deferrals >= limit:
+                error = f"max_deferrals: {result.error or 'deferred'}"
+                return Outcome(dest.id, "failed", before, error=error, **common)
+            return Outcome(
+                dest.id,
+                "deferred",
+                before,  # a deferral is not a failed attempt
+                reason=DEFERRED_PREFIX + _defer_code(result),
+                error=result.error,
+                not_before=now + timedelta(seconds=wait),
+                deferrals=deferrals + 1,
+                **common,
+            )
+        result = settle(result, attempts, limit)
+        return Outcome(dest.id, result.status, attempts, error=result.error, **common)
 
     def _finish(
         self,

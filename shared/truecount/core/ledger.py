@@ -18,6 +18,13 @@ Actions:
 * ``done``: nothing left to do (already delivered or already recorded): ack.
 * ``busy``: another invocation holds the lease and is delivering: retry later.
 
+Deferred destinations: a destination whose platform asked to wait longer than
+Pub/Sub's backoff (Google Ads ``TOO_RECENT_EVENT``) stays ``pending`` with
+``not_before``; the entry keeps the delivery event (``event``) and
+``deferred_until`` (the earliest ``not_before``), so that a redrive can find it
+(``LedgerStore.due``) and republish the event once it is due. Until then a
+redelivery leaves it alone.
+
 Document shape (see ``docs/fanout.md``)::
 
     dedup_key, name, truth, event_id (first), delivery_event_id (None = held),
@@ -28,6 +35,7 @@ Document shape (see ``docs/fanout.md``)::
     destinations {id: {status, attempts, updated_at, reason?, error?,
                        http_status?, request?, response?, ...}},
     stitched {field: key kind}, attempts, lease_until,
+    event? (canonical JSON, while a destination is deferred), deferred_until?,
     created_at, updated_at, expire_at
 """
 
@@ -48,6 +56,8 @@ DELIVERED = "delivered"
 SKIPPED = "skipped"
 FAILED = "failed"
 FINAL_STATUSES: frozenset[str] = frozenset({DELIVERED, SKIPPED, FAILED})
+#: ``reason`` prefix of a deferred destination (``deferred:TOO_RECENT_EVENT``)
+DEFERRED_PREFIX = "deferred:"
 
 #: duplicates recorded per key at most; later ones are only logged, so that a
 #: storm of copies cannot push the document towards Firestore's 1 MiB limit
@@ -71,6 +81,14 @@ class LedgerWrite:
 
     set: Mapping[str, Any] = field(default_factory=dict)
     append: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+
+
+class InvalidWriteError(Exception):
+    """The store refused a write as invalid (e.g. a document over 1 MiB).
+
+    Adapters raise it for the backend's ``InvalidArgument``; retrying the same
+    write cannot succeed, a smaller one may.
+    """
 
 
 class LedgerStore(Protocol):
@@ -100,6 +118,10 @@ class LedgerStore(Protocol):
         """Read the document, let ``fn`` decide, apply its write atomically."""
         ...
 
+    def due(self, now: datetime, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Entries whose ``deferred_until <= now`` (at most ``limit``), with ids."""
+        ...
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -117,6 +139,7 @@ class Decision:
         reason: a short explanation for logs.
         stored_context: the entry's ``context`` as stored, when known (the
             status write leaves it alone when the delivered context equals it).
+        event_stored: the entry already keeps the delivery event (``event``).
     """
 
     action: Action
@@ -128,6 +151,7 @@ class Decision:
     attempts: int = 0
     reason: str = ""
     stored_context: Mapping[str, Any] | None = None
+    event_stored: bool = False
 
     @property
     def delivers(self) -> bool:
@@ -231,6 +255,25 @@ def _todo(
     ]
 
 
+def is_due(record: Mapping[str, Any], now: datetime) -> bool:
+    """Whether a destination may be tried now: not done, and not deferred past
+    ``now`` (its ``not_before``)."""
+    if record.get("status", PENDING) in FINAL_STATUSES:
+        return False
+    not_before = record.get("not_before")
+    return not_before is None or not_before <= now
+
+
+def deferred_until(statuses: Mapping[str, Mapping[str, Any]]) -> datetime | None:
+    """The earliest ``not_before`` of the pending destinations, or None."""
+    times = [
+        r["not_before"]
+        for r in statuses.values()
+        if r.get("status", PENDING) == PENDING and r.get("not_before") is not None
+    ]
+    return min(times) if times else None
+
+
 def decide(
     doc: Mapping[str, Any],
     event: Event,
@@ -261,8 +304,13 @@ def decide(
     attempts = int(doc.get("attempts") or 0)
     browser_id = doc.get("browser_event_id")
     if doc.get("delivery_event_id") == event_id:
-        if not _todo(statuses, destination_ids):
+        todo = _todo(statuses, destination_ids)
+        if not todo:
             return Decision("done", reason="every destination is done")
+        if not any(is_due(statuses.get(d) or {}, now) for d in todo):
+            # only deferred destinations are left: the redrive republishes
+            # the event once they are due
+            return Decision("done", reason="deferred destinations are not due yet")
         lease_until = doc.get("lease_until")
         if lease_until is not None and lease_until > now:
             return Decision("busy", reason="another attempt is in flight")
@@ -277,6 +325,7 @@ def decide(
             attempts=attempts,
             reason="redelivered: resuming the destinations not done",
             stored_context=dict(doc.get("context") or {}),
+            event_stored=bool(doc.get("event")),
         )
     if event_id in seen_event_ids(doc):
         return Decision("done", reason="already recorded")
@@ -303,6 +352,7 @@ def decide(
             attempts=attempts,
             reason="backend event merged with the held browser context",
             stored_context=dict(doc.get("context") or {}),
+            event_stored=False,
         )
     if len(doc.get("duplicates") or ()) >= MAX_DUPLICATES:
         return Decision("done", reason="duplicate (not recorded: too many)")
@@ -336,11 +386,16 @@ def status_write(
     now: datetime,
     *,
     stored_context: Mapping[str, Any] | None = None,
+    previous: Mapping[str, Mapping[str, Any]] | None = None,
+    lease_until: datetime | None = None,
+    event_json: str | None = None,
 ) -> LedgerWrite:
     """The one write after an attempt: every destination's record at once.
 
     Only what the attempt changed: the records of the destinations tried, and
-    the context only when it differs from the stored one.
+    the context only when it differs from the stored one. ``deferred_until``
+    is written when a destination is (or was) deferred: the earliest
+    ``not_before`` left, or None once none is.
 
     Args:
         records: destination id -> its new record.
@@ -350,14 +405,30 @@ def status_write(
         now: the current time.
         stored_context: the entry's context as stored, when known; None writes
             ``context`` whatever it holds.
+        previous: every destination's record before this attempt.
+        lease_until: keep the lease until then (a send that timed out may
+            still be running); None releases it.
+        event_json: the delivery event's canonical JSON, to keep for a later
+            redrive (only when a destination is deferred and it is not kept
+            yet).
 
     Returns:
-        The mutation; it also releases the lease.
+        The mutation; it releases the lease unless ``lease_until`` is given.
     """
     updates: dict[str, Any] = {f"destinations.{d}": dict(r) for d, r in records.items()}
     if stored_context is None or dict(context) != dict(stored_context):
         updates["context"] = dict(context)
-    updates.update({"attempts": attempts, "lease_until": None, "updated_at": now})
+    updates.update(
+        {"attempts": attempts, "lease_until": lease_until, "updated_at": now}
+    )
     if stitched:
         updates["stitched"] = dict(stitched)
+    before = dict(previous or {})
+    merged = {**before, **records}
+    if any(
+        r.get("not_before") is not None for r in (*before.values(), *merged.values())
+    ):
+        updates["deferred_until"] = deferred_until(merged)
+    if event_json is not None:
+        updates["event"] = event_json
     return LedgerWrite(set=updates)

@@ -52,6 +52,10 @@ MAX_USER_IDENTIFIERS = 5
 ALREADY_DONE = frozenset(
     {"CLICK_CONVERSION_ALREADY_EXISTS", "ORDER_ID_ALREADY_IN_USE", "DUPLICATE_ORDER_ID"}
 )
+#: the click is too recent: uploads are refused until ~6 h after it
+TOO_RECENT = frozenset({"TOO_RECENT_EVENT", "TOO_RECENT_CONVERSION_ACTION"})
+#: default wait after TOO_RECENT_*: 6 h plus a margin
+TOO_RECENT_DELAY_SECONDS = 6 * 3600 + 900
 #: try again later
 RETRY_LATER = frozenset(
     {
@@ -104,6 +108,13 @@ class Settings(BaseModel):
     token_url: str = Field(TOKEN_URL, pattern=r"^https?://")
     send_user_identifiers: bool = Field(
         True, description="send hashed email/phone (enhanced conversions)"
+    )
+    too_recent_delay_seconds: int = Field(
+        TOO_RECENT_DELAY_SECONDS,
+        ge=0,
+        le=7 * 86400,
+        description="wait after TOO_RECENT_EVENT before uploading again "
+        "(the destination is deferred, not failed)",
     )
 
     @field_validator("customer_id", "login_customer_id")
@@ -345,8 +356,22 @@ class GoogleAdsDestination(BaseDestination):
 
     # --- answers -----------------------------------------------------------
 
+    def _retry_after(
+        self, codes: list[str], headers: Mapping[str, str]
+    ) -> float | None:
+        """``too_recent_delay_seconds`` for TOO_RECENT_*, else ``Retry-After``."""
+        if any(c in TOO_RECENT for c in codes):
+            return float(self._settings.too_recent_delay_seconds)
+        return parse_retry_after(headers)
+
     def classify(self, response: HttpResponse) -> SendResult:
-        """Whole-request errors by status; row errors from partialFailureError."""
+        """Whole-request errors by status; row errors from partialFailureError.
+
+        ``TOO_RECENT_EVENT`` / ``TOO_RECENT_CONVERSION_ACTION`` (the click is
+        less than ~6 h old) is a ``retry`` with ``retry_after`` =
+        ``too_recent_delay_seconds``: fanout defers it rather than burning its
+        attempts on Pub/Sub's short backoff.
+        """
         request_id = header(response.headers, "request-id")
         data = json_body(response)
         data = data if isinstance(data, dict) else {}
@@ -376,7 +401,10 @@ class GoogleAdsDestination(BaseDestination):
                 http_status=status,
                 error=text,
                 request_id=request_id,
-                retry_after=parse_retry_after(response.headers) if retry else None,
+                retry_after=self._retry_after(codes, response.headers)
+                if retry
+                else None,
+                detail=drop_empty({"codes": codes}) or None,
             )
         failure = data.get("partialFailureError")
         codes = _error_codes(failure)
@@ -407,6 +435,7 @@ class GoogleAdsDestination(BaseDestination):
                 http_status=status,
                 error=text,
                 request_id=request_id,
+                retry_after=self._retry_after(codes, response.headers),
                 detail=detail,
             )
         return SendResult(

@@ -10,6 +10,10 @@ The receiver recomputes the HMAC over the raw body bytes and compares with
 ``hmac.compare_digest``; it should also reject stale ``t``. ``Idempotency-Key``
 is the SHA-256 of the event's dedup key, so a retried delivery carries the same
 key. Without a secret (``secret_env`` unset in the environment) nothing is signed.
+
+Credentials the endpoint wants as headers (``Authorization: Bearer ...``) go in
+``secret_headers_env`` (header name -> environment variable): they are sent but
+never recorded, unlike ``headers``.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from truecount.config import ENV_NAME, DestinationConfig
 from truecount.destinations.base import (
@@ -31,6 +36,7 @@ from truecount.destinations.base import (
     header,
     load_settings,
     optional_secret,
+    require_secret,
 )
 from truecount.errors import ConfigError
 from truecount.models.event import Event
@@ -48,9 +54,26 @@ class Settings(BaseModel):
     headers: dict[str, str] = Field(
         default_factory=dict, description="extra static headers (no secrets)"
     )
-    send_debug: bool = Field(
-        True, description="also deliver debug events (the body says debug: true)"
+    secret_headers_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="header name -> environment variable holding its value "
+        "(sent, never recorded)",
     )
+    send_debug: bool = Field(
+        False,
+        description="also deliver debug events (the body says debug: true); "
+        "by default they are built and recorded but not sent",
+    )
+
+    @field_validator("secret_headers_env")
+    @classmethod
+    def _check_env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for header_name, env_name in value.items():
+            if not re.fullmatch(ENV_NAME, env_name):
+                raise ValueError(
+                    f"{header_name}: {env_name!r} is not an environment variable name"
+                )
+        return value
 
 
 def canonical_body(data: Any) -> bytes:
@@ -87,6 +110,7 @@ class HttpDestination(BaseDestination):
         cfg: DestinationConfig,
         settings: Settings,
         secret: str | None,
+        secret_headers: Mapping[str, str] | None = None,
     ) -> None:
         """See :func:`create`."""
         super().__init__(dest_id, cfg)
@@ -97,10 +121,11 @@ class HttpDestination(BaseDestination):
         self._url = cfg.endpoint
         self._settings = settings
         self._secret = secret
+        self._secret_headers = dict(secret_headers or {})
 
     @property
     def test_mode(self) -> bool:
-        """Debug events are delivered unless ``send_debug = false``."""
+        """Debug events are delivered only with ``send_debug = true``."""
         return self._settings.send_debug
 
     def build(self, event: Event, now: datetime) -> OutboundRequest | Skip:
@@ -113,7 +138,7 @@ class HttpDestination(BaseDestination):
             "Truecount-Event-Id": event.event_id,
             "Idempotency-Key": hashlib.sha256(event.dedup_key.encode()).hexdigest(),
         }
-        secret_headers: dict[str, str] = {}
+        secret_headers: dict[str, str] = dict(self._secret_headers)
         if self._secret is not None:
             secret_headers[SIGNATURE_HEADER] = sign(
                 self._secret, epoch_seconds(now), body
@@ -142,15 +167,25 @@ def create(
     Args:
         dest_id: the destination id.
         cfg: its config; ``endpoint`` is required and is the full URL.
-        env: the environment holding the optional signing secret.
+        env: the environment holding the optional signing secret and the
+            ``secret_headers_env`` values.
 
     Returns:
         The destination.
 
     Raises:
-        ConfigError: a bad key, or no ``endpoint``.
+        ConfigError: a bad key, no ``endpoint``, or a ``secret_headers_env``
+            variable is unset.
     """
     settings = load_settings(Settings, dest_id, cfg)
+    secret_headers = {
+        name: require_secret(env, var, dest_id)
+        for name, var in settings.secret_headers_env.items()
+    }
     return HttpDestination(
-        dest_id, cfg, settings, optional_secret(env, settings.secret_env)
+        dest_id,
+        cfg,
+        settings,
+        optional_secret(env, settings.secret_env),
+        secret_headers,
     )

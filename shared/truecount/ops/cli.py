@@ -130,9 +130,12 @@ def render_status(console: Console, report: queries.StatusReport) -> None:
     table.add_column("skipped by reason")
     table.add_column("failed by error")
     for dest, row in sorted(report.destinations.items()):
-        pending = f"{row.pending}" + (
-            f" ({row.retrying} retrying)" if row.retrying else ""
-        )
+        waiting = [
+            f"{n} {label}"
+            for n, label in ((row.retrying, "retrying"), (row.deferred, "deferred"))
+            if n
+        ]
+        pending = f"{row.pending}" + (f" ({', '.join(waiting)})" if waiting else "")
         table.add_row(
             dest,
             f"[green]{row.delivered}[/]",

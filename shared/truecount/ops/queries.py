@@ -149,6 +149,8 @@ class DestinationStatus:
     delivered: int = 0
     pending: int = 0
     retrying: int = 0
+    #: pending until a later time (Google Ads TOO_RECENT_EVENT), redriven then
+    deferred: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
 
@@ -186,6 +188,7 @@ class StatusReport:
                     "delivered": s.delivered,
                     "pending": s.pending,
                     "retrying": s.retrying,
+                    "deferred": s.deferred,
                     "skipped": dict(s.skipped),
                     "failed": dict(s.failed),
                 }
@@ -235,6 +238,8 @@ def status_report(
                 row.pending += 1
                 if record.get("retryable"):
                     row.retrying += 1
+                elif record.get("not_before") is not None:
+                    row.deferred += 1
     return report
 
 

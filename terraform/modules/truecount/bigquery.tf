@@ -65,6 +65,9 @@ resource "google_pubsub_subscription" "bigquery" {
   name    = "${var.name_prefix}-events-bigquery"
   topic   = google_pubsub_topic.events.id
   labels  = local.labels
+  # Leave out the redrive's command messages and the events it republishes
+  # (copies of rows already written).
+  filter = "NOT attributes:truecount_command AND NOT attributes:truecount_redrive"
 
   expiration_policy {
     ttl = ""

@@ -8,7 +8,9 @@ locals {
   # single-field index they cost no index entries (otherwise every key of a map,
   # and every element of an array, gets its own). The ops CLI (truecount.ops.store) queries updated_at,
   # created_at, name, transaction_id, lead_id, event_ids and the legacy
-  # event_id, delivery_event_id and browser_event_id: those stay indexed.
+  # event_id, delivery_event_id and browser_event_id: those stay indexed, and
+  # so does deferred_until (fanout's redrive queries it; only entries with a
+  # deferred destination carry it).
   unindexed_fields = {
     ledger     = ["context", "destinations", "duplicates", "sources", "stitched"]
     identities = ["fields"]

@@ -18,6 +18,14 @@ resource "google_pubsub_topic_iam_member" "fanout_dead_letter_publisher" {
   member  = "serviceAccount:${module.function["fanout"].service_account_email}"
 }
 
+# fanout's redrive republishes deferred events (scheduler.tf) to the events topic.
+resource "google_pubsub_topic_iam_member" "fanout_redrive_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.events.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${module.function["fanout"].service_account_email}"
+}
+
 # Firestore has no collection-level IAM: roles/datastore.user on the project is
 # the narrowest role that can read and write documents. The condition limits it
 # to the database Truecount uses, so other databases in the project stay closed.

@@ -13,6 +13,8 @@ locals {
       "artifactregistry.googleapis.com",
       "cloudbuild.googleapis.com",
       "cloudfunctions.googleapis.com",
+      # the redrive job (scheduler.tf)
+      "cloudscheduler.googleapis.com",
       # Not used for the fanout trigger (we own the push subscription) but the
       # Cloud Functions API expects it enabled for gen2.
       "eventarc.googleapis.com",

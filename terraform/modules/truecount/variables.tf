@@ -219,6 +219,17 @@ variable "retry_maximum_backoff_seconds" {
   }
 }
 
+variable "redrive_schedule" {
+  type        = string
+  description = "Cron schedule (UTC) of the Cloud Scheduler job that asks fanout to redrive deferred deliveries (Google Ads TOO_RECENT_EVENT) once due."
+  default     = "*/15 * * * *"
+
+  validation {
+    condition     = length(split(" ", trimspace(var.redrive_schedule))) == 5
+    error_message = "redrive_schedule must be a 5-field cron expression, e.g. \"*/15 * * * *\"."
+  }
+}
+
 variable "dead_letter_retention_days" {
   type        = number
   description = "How long dead-lettered messages (acked or not) stay replayable on the dead-letter subscription."

@@ -65,6 +65,8 @@ class World:
             identities=self.identities,
             sender=self.sender,
             publisher=self.publisher,
+            events_topic="truecount-events",
+            sleep=lambda _: None,
         )
 
     def doc(self, key: str) -> dict[str, Any]:

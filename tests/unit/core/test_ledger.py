@@ -261,3 +261,86 @@ def test_status_write_sets_every_destination_and_releases_the_lease() -> None:
     assert doc["lease_until"] is None
     assert doc["attempts"] == 1
     assert doc["stitched"] == {"gclid": "email_sha256"}
+
+
+def _deferred(not_before: datetime) -> dict[str, object]:
+    return {
+        "status": "pending",
+        "attempts": 0,
+        "reason": "deferred:TOO_RECENT_EVENT",
+        "not_before": not_before,
+    }
+
+
+def test_redelivery_with_only_deferred_destinations_not_due_is_done() -> None:
+    """Nothing due yet: done (ack), no lease taken, no write."""
+    event = _purchase("st-1", "stripe")
+    doc = _entry(event)
+    doc["lease_until"] = None
+    doc["destinations"] = {
+        "ga4": {"status": "delivered", "attempts": 1},
+        "meta": _deferred(NOW + timedelta(hours=6)),
+    }
+
+    decision = decide(doc, event, "first", DESTS, now=NOW, lease=LEASE)
+
+    assert (decision.action, decision.write) == ("done", None)
+    assert "not due" in decision.reason
+
+
+def test_redelivery_once_the_deferral_is_due_resumes_and_knows_the_stored_event() -> (
+    None
+):
+    """Due: resume, and the decision says the event is already kept."""
+    event = _purchase("st-1", "stripe")
+    doc = _entry(event)
+    doc["lease_until"] = None
+    doc["event"] = event.to_json_bytes().decode()
+    doc["destinations"] = {
+        "ga4": {"status": "delivered", "attempts": 1},
+        "meta": _deferred(NOW - timedelta(seconds=1)),
+    }
+
+    decision = decide(doc, event, "first", DESTS, now=NOW, lease=LEASE)
+
+    assert decision.action == "resume"
+    assert decision.event_stored is True
+
+
+def test_status_write_sets_deferred_until_to_the_earliest_not_before() -> None:
+    """deferred_until is the earliest not_before among pending records, counting
+    the destinations not tried this time; the event is written when given."""
+    later, sooner = NOW + timedelta(hours=7), NOW + timedelta(hours=6)
+    write = status_write(
+        {"ga4": _deferred(later)},
+        {},
+        {},
+        1,
+        NOW,
+        previous={"meta": _deferred(sooner)},
+        event_json='{"event_id":"st-1"}',
+    )
+
+    assert write.set["deferred_until"] == sooner
+    assert write.set["event"] == '{"event_id":"st-1"}'
+    assert write.set["lease_until"] is None
+
+
+def test_status_write_clears_deferred_until_once_nothing_is_deferred() -> None:
+    """The deferred destination delivered: deferred_until is set to None; an entry
+    that never deferred gets no deferred_until field at all."""
+    delivered = {"status": "delivered", "attempts": 1}
+    cleared = status_write(
+        {"meta": delivered}, {}, {}, 2, NOW, previous={"meta": _deferred(NOW)}
+    )
+    plain = status_write({"meta": delivered}, {}, {}, 1, NOW, previous={})
+
+    assert cleared.set["deferred_until"] is None
+    assert "deferred_until" not in plain.set
+
+
+def test_status_write_can_keep_the_lease() -> None:
+    """A send still in flight: the write keeps lease_until as given."""
+    write = status_write({}, {}, {}, 1, NOW, lease_until=NOW + LEASE)
+
+    assert write.set["lease_until"] == NOW + LEASE

@@ -278,11 +278,49 @@ def test_google_ads_classify_already_exists_is_a_dedup_hit(code):
 
 
 @pytest.mark.parametrize("code", ["TOO_RECENT_EVENT", "TOO_RECENT_CONVERSION_ACTION"])
-def test_google_ads_classify_too_recent_retries(code):
-    """Uploaded too soon after the click: try again later."""
+def test_google_ads_classify_too_recent_retries_after_six_hours_and_a_margin(code):
+    """Uploaded too soon after the click: retry after 6 h 15 min (fanout defers)."""
     result = _ads().classify(_partial(code))
     assert result.status == "retry"
     assert result.error == f"partial failure: {code}"
+    assert result.retry_after == 6 * 3600 + 900
+    assert result.detail is not None
+    assert result.detail["codes"] == [code]
+
+
+def test_google_ads_too_recent_delay_is_configurable():
+    """``too_recent_delay_seconds`` sets the wait of TOO_RECENT_EVENT."""
+    cfg = dest_config("google_ads", too_recent_delay_seconds=7200)
+    ads = google_ads.create("ads", cfg, ENV)
+    assert ads.classify(_partial("TOO_RECENT_EVENT")).retry_after == 7200.0
+
+
+def test_google_ads_whole_request_too_recent_also_waits_the_delay():
+    """A non-2xx answer whose errors say TOO_RECENT_EVENT waits the delay too."""
+    body = {
+        "error": {
+            "code": 400,
+            "status": "INVALID_ARGUMENT",
+            "details": [
+                {
+                    "errors": [
+                        {"errorCode": {"conversionUploadError": "TOO_RECENT_EVENT"}}
+                    ]
+                }
+            ],
+        }
+    }
+    result = _ads().classify(HttpResponse(400, {}, json.dumps(body).encode()))
+    assert result.status == "retry"
+    assert result.retry_after == 6 * 3600 + 900
+    assert result.detail == {"codes": ["TOO_RECENT_EVENT"]}
+
+
+def test_google_ads_other_retryable_row_errors_keep_a_short_retry():
+    """CONCURRENT_MODIFICATION is a plain retry: no long wait."""
+    result = _ads().classify(_partial("CONCURRENT_MODIFICATION"))
+    assert result.status == "retry"
+    assert result.retry_after is None
 
 
 @pytest.mark.parametrize(

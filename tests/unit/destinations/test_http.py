@@ -95,7 +95,36 @@ def test_http_defaults_send_without_consent_and_allow_unknown():
     assert sink.required_consent == ()
     assert sink.unknown_consent == "allow"
     assert sink.max_age is None
+    assert sink.test_mode is False
+
+
+def test_http_send_debug_opts_in_to_delivering_debug_events():
+    """``send_debug = true`` sends debug events (test_mode); the default does not."""
+    sink = http.create("sink", dest_config("http", send_debug=True), ENV)
     assert sink.test_mode is True
+
+
+def test_http_secret_headers_come_from_the_environment_and_are_never_recorded():
+    """``secret_headers_env`` values go in ``secret_headers``, not in ``describe()``."""
+    cfg = dest_config(
+        "http", secret_headers_env={"Authorization": "SINK_TOKEN"}, headers={"X-A": "1"}
+    )
+    sink = http.create("sink", cfg, {**ENV, "SINK_TOKEN": "Bearer tok-123"})
+    req = sink.build(purchase_event(), NOW)
+    assert isinstance(req, OutboundRequest)
+    assert req.secret_headers["Authorization"] == "Bearer tok-123"
+    assert req.headers["X-A"] == "1"
+    assert "tok-123" not in json.dumps(req.describe())
+
+
+def test_http_secret_header_variable_must_be_set_and_well_named():
+    """An unset variable, or a bad variable name, is a ConfigError naming it."""
+    cfg = dest_config("http", secret_headers_env={"Authorization": "SINK_TOKEN"})
+    with pytest.raises(ConfigError, match="SINK_TOKEN"):
+        http.create("sink", cfg, ENV)
+    bad = dest_config("http", secret_headers_env={"Authorization": "sink-token"})
+    with pytest.raises(ConfigError, match="secret_headers_env"):
+        http.create("sink", bad, ENV)
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,30 @@ def test_status_report_leaves_debug_events_out_unless_asked() -> None:
     assert dict(everything.destinations["a"].skipped) == {"debug": 1}
 
 
+def test_status_report_counts_deferred_destinations_apart_from_retries() -> None:
+    """A pending record with ``not_before`` is deferred, not retrying."""
+    docs = [
+        {
+            "delivery_event_id": "e1",
+            "destinations": {
+                "ads": {
+                    "status": "pending",
+                    "reason": "deferred:TOO_RECENT_EVENT",
+                    "not_before": SINCE + timedelta(hours=6),
+                }
+            },
+        },
+        {
+            "delivery_event_id": "e2",
+            "destinations": {"ads": {"status": "pending", "retryable": True}},
+        },
+    ]
+
+    row = queries.status_report(docs, SINCE).to_dict()["destinations"]["ads"]
+
+    assert (row["pending"], row["retrying"], row["deferred"]) == (2, 1, 1)
+
+
 def test_source_pair_names_repeated_source_twice() -> None:
     """Two event_ids from one source are a hit labelled source+source."""
     doc = {"sources": {"stripe": [{"event_id": "a"}, {"event_id": "b"}]}}

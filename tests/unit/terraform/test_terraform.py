@@ -208,8 +208,8 @@ def test_iam_is_additive_and_project_grants_are_only_firestore(parsed: dict) -> 
 
 
 def test_edge_functions_publish_only_to_the_events_topic(parsed: dict) -> None:
-    """ingest and webhook get publisher on the events topic; fanout only on the
-    dead-letter topic."""
+    """ingest and webhook get publisher on the events topic; fanout on the
+    dead-letter topic and, for its redrive, on the events topic."""
     topic_grants = _resources(parsed, "google_pubsub_topic_iam_member", ROOT_MODULE)
     edge = topic_grants["edge_publisher"]
     assert edge["for_each"] == '${toset(["ingest", "webhook"])}'
@@ -218,6 +218,41 @@ def test_edge_functions_publish_only_to_the_events_topic(parsed: dict) -> None:
     fanout = topic_grants["fanout_dead_letter_publisher"]
     assert fanout["topic"] == "${google_pubsub_topic.dead_letter.name}"
     assert 'module.function["fanout"]' in fanout["member"]
+    redrive = topic_grants["fanout_redrive_publisher"]
+    assert redrive["topic"] == "${google_pubsub_topic.events.name}"
+    assert 'module.function["fanout"]' in redrive["member"]
+
+
+def test_scheduler_job_sends_the_redrive_command_to_the_events_topic(
+    parsed: dict,
+) -> None:
+    """Every 15 min a Cloud Scheduler job publishes truecount_command=redrive to
+    the events topic, as its service agent, which may publish there only."""
+    job = _resources(parsed, "google_cloud_scheduler_job", ROOT_MODULE)["redrive"]
+    target = _one(job["pubsub_target"])
+    assert target["topic_name"] == "${google_pubsub_topic.events.id}"
+    assert target["attributes"] == {"truecount_command": "redrive"}
+    assert target["data"] == '${base64encode("{}")}'
+    assert job["schedule"] == "${var.redrive_schedule}"
+    schedule = _single_blocks(parsed, "variable", ROOT_MODULE)["redrive_schedule"]
+    assert schedule["default"] == "*/15 * * * *"
+    grant = _resources(parsed, "google_pubsub_topic_iam_member", ROOT_MODULE)[
+        "scheduler_redrive_publisher"
+    ]
+    assert grant["topic"] == "${google_pubsub_topic.events.name}"
+    assert grant["role"] == "roles/pubsub.publisher"
+    assert grant["member"] == "${local.cloud_scheduler_agent}"
+    agent = _locals(parsed, ROOT_MODULE)["cloud_scheduler_agent"]
+    assert agent.endswith("@gcp-sa-cloudscheduler.iam.gserviceaccount.com")
+    services = " ".join(_strings(_locals(parsed, ROOT_MODULE)["services"]))
+    assert "cloudscheduler.googleapis.com" in services
+
+
+def test_bigquery_subscription_leaves_out_redrive_messages(parsed: dict) -> None:
+    """Command messages and republished copies never reach the BigQuery table."""
+    sub = _resources(parsed, "google_pubsub_subscription", ROOT_MODULE)["bigquery"]
+    assert "NOT attributes:truecount_command" in sub["filter"]
+    assert "NOT attributes:truecount_redrive" in sub["filter"]
 
 
 def test_fanout_is_private_and_only_the_push_account_invokes_it(
