@@ -312,6 +312,34 @@ def item_from_mapping(
     return build_item(values, custom, path, problems, before)
 
 
+def items_from_list(value: Any, path: str, problems: Problems) -> list[Item]:
+    """A JSON ``items`` array as items; each bad entry is a problem at its path.
+
+    Args:
+        value: the ``items`` value as sent (None when absent).
+        path: its path, e.g. ``events[0].params.items``.
+        problems: where bad entries are recorded.
+
+    Returns:
+        The valid items, in order.
+    """
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.add(path, "must be an array")
+        return []
+    items: list[Item] = []
+    for index, entry in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(entry, dict):
+            problems.add(where, "must be an object")
+            continue
+        item = item_from_mapping(entry, where, problems)
+        if item is not None:
+            items.append(item)
+    return items
+
+
 def build_item(
     values: dict[str, Any],
     custom: dict[str, ParamValue],

@@ -64,7 +64,7 @@ from datetime import datetime
 from typing import Any
 
 from truecount.errors import InvalidPayload, PayloadTooLarge
-from truecount.models.event import Event, Item
+from truecount.models.event import Event
 from truecount.sources.browser import (
     HttpInput,
     click_ids,
@@ -82,7 +82,7 @@ from truecount.sources.common import (
     derive_event_id,
     finish,
     is_event_name,
-    item_from_mapping,
+    items_from_list,
     join_path,
     load_json,
     scalars,
@@ -197,24 +197,6 @@ def _identity(user_data: Any, path: str, problems: Problems) -> dict[str, str]:
     return raw
 
 
-def _items(value: Any, path: str, problems: Problems) -> list[Item]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        problems.add(path, "must be an array")
-        return []
-    items: list[Item] = []
-    for index, entry in enumerate(value):
-        where = f"{path}[{index}]"
-        if not isinstance(entry, dict):
-            problems.add(where, "must be an object")
-            continue
-        item = item_from_mapping(entry, where, problems)
-        if item is not None:
-            items.append(item)
-    return items
-
-
 def _string_map(value: Any, path: str, problems: Problems) -> dict[str, str]:
     if value is None:
         return {}
@@ -242,7 +224,7 @@ def _draft(
     identity = _identity(
         data.get("user_data"), join_path(prefix, "user_data"), problems
     )
-    items = _items(data.get("items"), join_path(prefix, "items"), problems)
+    items = items_from_list(data.get("items"), join_path(prefix, "items"), problems)
     consent_raw = data.get("consent_state")
     if consent_raw is not None and not isinstance(consent_raw, dict):
         problems.add(join_path(prefix, "consent_state"), "must be an object")

@@ -41,7 +41,7 @@ from decimal import Decimal
 from typing import Any
 
 from truecount.errors import InvalidPayload, PayloadTooLarge
-from truecount.models.event import Event, Item
+from truecount.models.event import Event
 from truecount.sources.browser import HttpInput, click_ids, client_ip, parse_query
 from truecount.sources.common import (
     CLICK_ID_PARAMS,
@@ -52,7 +52,7 @@ from truecount.sources.common import (
     derive_event_id,
     finish,
     is_event_name,
-    item_from_mapping,
+    items_from_list,
     join_path,
     load_json,
     scalars,
@@ -193,24 +193,6 @@ def _user_properties(value: Any, problems: Problems) -> dict[str, Scalar]:
     return out
 
 
-def _items(value: Any, path: str, problems: Problems) -> list[Item]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        problems.add(path, "must be an array")
-        return []
-    items: list[Item] = []
-    for index, entry in enumerate(value):
-        where = f"{path}[{index}]"
-        if not isinstance(entry, dict):
-            problems.add(where, "must be an object")
-            continue
-        item = item_from_mapping(entry, where, problems)
-        if item is not None:
-            items.append(item)
-    return items
-
-
 def _client_ip(value: Any) -> str | None:
     if not isinstance(value, str) or not _IP_OK.match(value.strip()):
         return None
@@ -243,7 +225,7 @@ def _event_draft(
     occurred = _timestamp(
         event.get("timestamp_micros"), join_path(prefix, "timestamp_micros"), problems
     )
-    items = _items(params.get("items"), join_path(ppath, "items"), problems)
+    items = items_from_list(params.get("items"), join_path(ppath, "items"), problems)
     texts = {
         key: text_field(params, key, ppath, problems)
         for key in ("event_id", "session_id", "page_location", "page_referrer")
