@@ -34,7 +34,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from truecount.core.currency import is_currency
 from truecount.core.pii import RawIdentity, find_email, hash_identity, scrub_params
@@ -42,11 +42,13 @@ from truecount.errors import InvalidPayload
 from truecount.models.event import (
     NAME_PATTERN,
     ClickIds,
+    Client,
     Commerce,
     Consent,
     Event,
     Item,
     Lead,
+    Page,
     Source,
     error_fields,
 )
@@ -567,6 +569,10 @@ def finish(draft: Draft, problems: Problems) -> Event | None:
             draft.identity.setdefault("email", found)
     if len(problems.fields) > before:
         return None
+    # a real browser may send a huge user agent or title: keep the hit, clip them
+    client = _clip(client, _CLIENT_LIMITS)
+    if page is not None:
+        page = _clip(page, _PAGE_LIMITS)
     try:
         data: dict[str, Any] = {
             "event_id": event_id,
@@ -592,6 +598,30 @@ def finish(draft: Draft, problems: Problems) -> Event | None:
     except ValidationError as exc:
         problems.extend(error_fields(exc.errors(), draft.prefix))
     return None
+
+
+def _max_lengths(model: type[BaseModel]) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for name, info in model.model_fields.items():
+        for rule in info.metadata:
+            limit = getattr(rule, "max_length", None)
+            if isinstance(limit, int):
+                limits[name] = limit
+    return limits
+
+
+_CLIENT_LIMITS = _max_lengths(Client)
+_PAGE_LIMITS = _max_lengths(Page)
+
+
+def _clip(values: dict[str, Any], limits: Mapping[str, int]) -> dict[str, Any]:
+    """Browser context truncated to the contract's lengths (never rejected)."""
+    return {
+        key: value[: limits[key]]
+        if isinstance(value, str) and key in limits and len(value) > limits[key]
+        else value
+        for key, value in values.items()
+    }
 
 
 def _reject_constant(name: str) -> Any:

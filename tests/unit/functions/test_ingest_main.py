@@ -513,3 +513,23 @@ def test_no_raw_email_reaches_pub_sub_whatever_field_hides_it(
     assert "%40" not in wire.lower(), where
     assert event.identity.email_sha256 is not None
     assert "@" not in event.dedup_key
+
+
+def test_huge_user_agent_and_title_are_clipped_not_rejected(
+    client: Any, publisher: FakePublisher
+) -> None:
+    """A 5,000-character user agent and a 1,500-character title still count; they
+    are cut to the contract's lengths (1024 each) instead of failing the hit."""
+    resp = client.post(
+        f"/g/collect?{GA4_QUERY}",
+        data=f"en=page_view&dt={'T' * 1500}",
+        headers={"User-Agent": "Mozilla/5.0 " + "x" * 5000},
+    )
+
+    assert resp.status_code == 204, resp.get_json()
+    event = publisher.published[0]
+    assert event.client.user_agent is not None
+    assert len(event.client.user_agent) == 1024
+    assert event.client.user_agent.startswith("Mozilla/5.0 x")
+    assert event.page is not None
+    assert event.page.title == "T" * 1024
