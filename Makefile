@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install system-deps check lint typecheck test unit integration e2e fmt build tf-check contract dev bench
+.PHONY: coverage install system-deps check lint typecheck test unit integration e2e fmt build tf-check contract dev bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,10 @@ test:
 
 contract:
 	$(BIN)/python -m truecount.contract --write
+
+# Branch coverage of the pure core by the unit tests alone (STYLE: aim for 100%).
+coverage:
+	$(BIN)/pytest -q tests/unit --cov=truecount.core --cov-branch --cov-report=term-missing
 
 # Chromium (Debian package) for the browser tests; never a downloaded browser.
 system-deps:
