@@ -11,7 +11,13 @@ from typing import Annotated
 
 import typer
 
-from truecount.ops.cli import reconcile_cmd, replay_cmd, status_cmd, trace_cmd
+from truecount.ops.cli import (
+    reconcile_cmd,
+    replay_cmd,
+    retry_failed_cmd,
+    status_cmd,
+    trace_cmd,
+)
 
 app = typer.Typer(
     help="Truecount: server-side measurement, every conversion counted once.",
@@ -26,6 +32,7 @@ app.command("status")(status_cmd)
 app.command("trace")(trace_cmd)
 app.command("replay")(replay_cmd)
 app.command("reconcile")(reconcile_cmd)
+app.command("retry-failed")(retry_failed_cmd)
 
 
 @app.command()
@@ -87,20 +94,14 @@ def redrive(
     ] = "truecount-events",
 ) -> None:
     """Ask fanout to republish the deferred events now due (Cloud Scheduler's job)."""
-    from truecount.adapters.pubsub import PubSubPublisher
-    from truecount.core.fanout import COMMAND_ATTRIBUTE, REDRIVE_COMMAND
     from truecount.errors import PublishError
+    from truecount.ops.retry import publish_redrive
 
-    publisher = PubSubPublisher(project, topic)
     try:
-        message_id = publisher.publish_raw(
-            topic, b"{}", {COMMAND_ATTRIBUTE: REDRIVE_COMMAND}
-        )
+        message_id = publish_redrive(project, topic)
     except PublishError as exc:
         typer.echo(f"redrive not published: {exc}", err=True)
         raise typer.Exit(1) from None
-    finally:
-        publisher.close()
     typer.echo(f"redrive requested on {topic} (message {message_id})")
 
 

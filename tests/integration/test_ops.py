@@ -1,4 +1,5 @@
-"""``truecount status | trace | replay | reconcile`` against the emulators.
+"""``truecount status | trace | replay | reconcile | retry-failed`` against the
+emulators.
 
 The ledger is written by real fanout runs (``FanoutService`` with the Firestore
 adapters and ``http`` destinations pointing at a ``CaptureServer``); the
@@ -22,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from google.cloud import firestore
 from ops_support import (
     EXPECTED_CONVERSIONS,
     EXPECTED_COVERAGE,
@@ -35,8 +37,11 @@ from truecount.adapters.firestore import FirestoreIdentities, FirestoreLedger
 from truecount.adapters.http import HttpxSender
 from truecount.adapters.pubsub import PubSubPublisher
 from truecount.capture import CaptureServer
+from truecount.config import parse_config
+from truecount.core.dedup import doc_id
 from truecount.core.fanout import FanoutService
 from truecount.destinations.registry import build_destinations
+from truecount.errors import RetryableError
 from truecount.models.event import Commerce, Event, Identity
 from truecount.ops.cli import ops_app
 from truecount.ops.store import LedgerReader
@@ -458,3 +463,170 @@ def test_redrive_command_publishes_the_redrive_message(
     [message] = pubsub.pull(sub, expect=1, timeout=15)
     assert message.data == b"{}"
     assert dict(message.attributes) == {"truecount_command": "redrive"}
+
+
+# --- retry-failed ----------------------------------------------------------------
+
+
+@pytest.fixture
+def outage(
+    project_id: str, firestore_db: Any, capture: CaptureServer, pubsub: Any
+) -> Iterator[tuple[FanoutService, str]]:
+    """Fanout with ``down`` (gives up after 2 attempts) and ``up``, both on the
+    capture server, republishing to the events topic; plus a pull subscription
+    on that topic."""
+    pubsub.create_topic(EVENTS_TOPIC)
+    events_sub = pubsub.subscribe(EVENTS_TOPIC, "events-pull")
+    config = parse_config(
+        f"""
+[fanout]
+max_attempts = 2
+http_timeout_seconds = 5
+
+[destinations.down]
+type = "http"
+endpoint = "{capture.url}/down"
+
+[destinations.up]
+type = "http"
+endpoint = "{capture.url}/up"
+"""
+    )
+    client = httpx.Client(timeout=5.0)
+    publisher = PubSubPublisher(project_id, EVENTS_TOPIC)
+    yield (
+        FanoutService(
+            config,
+            build_destinations(config, {}),
+            ledger=FirestoreLedger(lambda: firestore_db),
+            identities=FirestoreIdentities(lambda: firestore_db),
+            sender=HttpxSender(client),
+            publisher=publisher,
+            events_topic=EVENTS_TOPIC,
+            sleep=lambda _: None,
+        ),
+        events_sub,
+    )
+    client.close()
+    publisher.close()
+
+
+def _fail_on_down(service: FanoutService, capture: CaptureServer) -> list[Event]:
+    """Three orders: ``down`` answers 503 until fanout gives up; ``up`` 200."""
+    capture.script("/down", [503] * 6)
+    orders = _orders(datetime.now(UTC))[:3]
+    for order in orders:
+        envelope = {
+            "message": {
+                "data": base64.b64encode(order.to_json_bytes()).decode(),
+                "attributes": order.pubsub_attributes(),
+                "messageId": order.event_id,
+            }
+        }
+        with pytest.raises(RetryableError):
+            service.handle(envelope, datetime.now(UTC))
+        assert service.handle(envelope, datetime.now(UTC)).action == "resume"
+    return orders
+
+
+def test_retry_failed_redelivers_each_failed_event_once(
+    project_id: str,
+    firestore_db: Any,
+    pubsub: Any,
+    outage: tuple[FanoutService, str],
+    capture: CaptureServer,
+) -> None:
+    """``down`` failed (max_attempts: http 503) for three orders that ``up``
+    delivered. Fixed, then ``retry-failed --destination down``: one redrive
+    command; fanout republishes the three events and ``down`` receives each once
+    more (200); ``up`` receives nothing new; the ledger shows delivered plus the
+    previous failure. A second run finds nothing to re-open."""
+    service, events_sub = outage
+    orders = _fail_on_down(service, capture)
+    status = _json(project_id, "status", "--since", "1h")
+    assert status["destinations"]["down"]["failed"] == {"max_attempts/http_503": 3}
+    assert len(capture.requests_to("/down")) == 6
+    assert len(capture.requests_to("/up")) == 3
+    capture.script("/down", [])  # the sink is fixed
+
+    report = _json(
+        project_id, "retry-failed", "--destination", "down", "--error", "http_503"
+    )
+    [command] = pubsub.pull(events_sub, expect=1, timeout=15)
+    assert dict(command.attributes) == {"truecount_command": "redrive"}
+    redrive = service.handle(
+        {
+            "message": {
+                "data": base64.b64encode(command.data).decode(),
+                "attributes": dict(command.attributes),
+                "messageId": command.message_id,
+            }
+        },
+        datetime.now(UTC),
+    )
+    actions = _deliver(pubsub, events_sub, service, expect=3)
+    again = _json(project_id, "retry-failed", "--destination", "down")
+
+    assert report["counts"] == {"reopened": 3}
+    assert report["by_error"] == {"max_attempts/http_503": 3}
+    assert report["redrive_message_id"]
+    assert redrive.reason == "republished 3"
+    assert sorted(actions) == ["resume"] * 3
+    down = capture.requests_to("/down")
+    assert len(down) == 9
+    assert sorted(r.body["event_id"] for r in down[6:]) == sorted(
+        o.event_id for o in orders
+    )
+    assert len(capture.requests_to("/up")) == 3
+    reader = LedgerReader(lambda: firestore_db)
+    for order in orders:
+        [doc] = reader.resolve(order.dedup_key)
+        record = doc["destinations"]["down"]
+        assert (record["status"], record["attempts"]) == ("delivered", 1)
+        assert [f["error"] for f in record["previous_failures"]] == [
+            "max_attempts: http 503"
+        ]
+        assert doc["destinations"]["up"]["status"] == "delivered"
+        assert doc["deferred_until"] is None
+    assert again["counts"] == {}
+    assert again["redrive_message_id"] is None
+
+
+def test_retry_failed_dry_run_changes_nothing(
+    project_id: str,
+    firestore_db: Any,
+    pubsub: Any,
+    outage: tuple[FanoutService, str],
+    capture: CaptureServer,
+) -> None:
+    """``--dry-run`` lists the three failed entries, writes nothing and sends no
+    redrive; an entry without a stored event is reported, never re-opened."""
+    service, events_sub = outage
+    _fail_on_down(service, capture)
+    legacy = _orders(datetime.now(UTC))[0]
+    firestore_db.collection("ledger").document(doc_id(legacy.dedup_key)).update(
+        {"event": firestore.DELETE_FIELD}
+    )
+    before = {
+        s.id: (s.to_dict(), s.update_time)
+        for s in firestore_db.collection("ledger").stream()
+    }
+
+    dry = _json(project_id, "retry-failed", "--destination", "down", "--dry-run")
+    table = _run(
+        project_id, "retry-failed", "--destination", "down", "--dry-run"
+    ).stdout
+    after = {
+        s.id: (s.to_dict(), s.update_time)
+        for s in firestore_db.collection("ledger").stream()
+    }
+
+    assert dry["counts"] == {"would_reopen": 2, "no_event": 1}
+    [no_event] = [e for e in dry["entries"] if e["outcome"] == "no_event"]
+    assert no_event["dedup_key"] == legacy.dedup_key
+    assert no_event["note"] == "cannot re-deliver (no stored event)"
+    assert dry["redrive_message_id"] is None
+    assert "would re-open 2" in table
+    assert "cannot re-deliver" in table
+    assert after == before
+    assert pubsub.pull(events_sub, timeout=2) == []

@@ -20,9 +20,11 @@ Per message:
    destinations not done are tried again. A destination whose platform asks to
    wait longer than Pub/Sub's backoff (``fanout.defer_threshold_seconds``, e.g.
    Google Ads ``TOO_RECENT_EVENT``) is *deferred* instead: kept pending with
-   ``not_before``, the message acked, and the event kept in the ledger so that
-   :meth:`FanoutService.redrive` (a ``truecount_command=redrive`` message, sent
-   by Cloud Scheduler) republishes it once it is due.
+   ``not_before`` and the message acked; the ledger keeps the event (written
+   by the create), so :meth:`FanoutService.redrive` (a
+   ``truecount_command=redrive`` message, sent by Cloud Scheduler) republishes
+   it once it is due. ``truecount retry-failed``
+   re-opens failed destinations the same way.
 """
 
 from __future__ import annotations
@@ -279,6 +281,9 @@ class Outcome:
         )
         if deferrals:
             rec["deferrals"] = deferrals
+        if previous.get("previous_failures"):
+            # the audit trail of ``truecount retry-failed`` survives the retry
+            rec["previous_failures"] = list(previous["previous_failures"])
         if previous.get("first_attempt_at") is not None:
             rec["first_attempt_at"] = previous["first_attempt_at"]
         elif self.attempted:
@@ -580,7 +585,7 @@ class FanoutService:
                 # a send still running keeps redeliveries busy until it ends
                 lease_until=now + self.lease if in_flight else None,
                 event_json=(
-                    event.to_json_bytes().decode()
+                    ledger_core.event_json(event)
                     if deferring and not decision.event_stored
                     else None
                 ),

@@ -25,6 +25,11 @@ Pub/Sub's backoff (Google Ads ``TOO_RECENT_EVENT``) stays ``pending`` with
 (``LedgerStore.due``) and republish the event once it is due. Until then a
 redelivery leaves it alone.
 
+Re-delivery of failures (``truecount retry-failed``): :func:`reopen_failed`
+puts a ``failed`` destination back to ``pending`` with ``not_before = now`` and
+sets ``deferred_until = now``, so that the redrive republishes the kept event
+and the resume path delivers that destination only.
+
 Document shape (see ``docs/fanout.md``)::
 
     dedup_key, name, truth, event_id (first), delivery_event_id (None = held),
@@ -35,7 +40,9 @@ Document shape (see ``docs/fanout.md``)::
     destinations {id: {status, attempts, updated_at, reason?, error?,
                        http_status?, request?, response?, ...}},
     stitched {field: key kind}, attempts, lease_until,
-    event? (canonical JSON, while a destination is deferred), deferred_until?,
+    event (canonical JSON of the delivery event: written by the create and
+    replaced by a merge; absent on held entries and on entries written before
+    it was kept at first sight), deferred_until?,
     created_at, updated_at, expire_at
 """
 
@@ -159,6 +166,15 @@ class Decision:
         return self.action in ("deliver", "merge", "resume")
 
 
+def event_json(event: Event) -> str:
+    """The canonical JSON a ledger entry keeps of its delivery event (``event``).
+
+    The event is already PII-hashed at the edge; this is the Pub/Sub message
+    body, so the redrive can republish it as is.
+    """
+    return event.to_json_bytes().decode()
+
+
 def pending_record(now: datetime) -> dict[str, Any]:
     """A destination's record before its first attempt."""
     return {"status": PENDING, "attempts": 0, "updated_at": now}
@@ -213,6 +229,10 @@ def new_entry(
         "updated_at": now,
         "expire_at": now + ttl,
     }
+    if not hold:
+        # kept at first sight (part of the create, no extra write) so that a
+        # deferral can be redriven and a failure re-delivered later
+        doc["event"] = event_json(event)
     if hold:
         decision = Decision("hold", reason="browser event held for the backend event")
     else:
@@ -222,6 +242,7 @@ def new_entry(
             browser_event_id=doc["browser_event_id"],
             reason="first sight",
             stored_context=doc["context"],
+            event_stored=True,
         )
     return doc, decision
 
@@ -339,6 +360,8 @@ def decide(
                 "lease_until": now + lease,
                 "merged_at": now,
                 "updated_at": now,
+                # the merged event replaces the held one as the delivery event
+                "event": event_json(event),
             },
             append={f"sources.{event.source}": [source_entry], "event_ids": [event_id]},
         )
@@ -352,7 +375,7 @@ def decide(
             attempts=attempts,
             reason="backend event merged with the held browser context",
             stored_context=dict(doc.get("context") or {}),
-            event_stored=False,
+            event_stored=True,
         )
     if len(doc.get("duplicates") or ()) >= MAX_DUPLICATES:
         return Decision("done", reason="duplicate (not recorded: too many)")
@@ -432,3 +455,81 @@ def status_write(
     if event_json is not None:
         updates["event"] = event_json
     return LedgerWrite(set=updates)
+
+
+#: failures kept per destination in ``previous_failures`` (newest last)
+MAX_PREVIOUS_FAILURES = 10
+#: fields of a failed record kept in its ``previous_failures`` entry
+_FAILURE_FIELDS = (
+    "error",
+    "http_status",
+    "attempts",
+    "deferrals",
+    "first_attempt_at",
+    "request_id",
+)
+
+
+def failure_summary(record: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """What ``previous_failures`` keeps of a failed destination record.
+
+    Args:
+        record: ``destinations.<id>`` with ``status = "failed"``.
+        now: when it is re-opened.
+
+    Returns:
+        Its error, HTTP status, attempts, when it failed (``failed_at``, the
+        record's ``updated_at``) and ``reopened_at``; no request or response.
+    """
+    summary = {k: record[k] for k in _FAILURE_FIELDS if record.get(k) is not None}
+    summary["failed_at"] = record.get("updated_at")
+    summary["reopened_at"] = now
+    return summary
+
+
+def reopen_failed(
+    doc: Mapping[str, Any], destination: str, now: datetime
+) -> LedgerWrite | None:
+    """The single write that re-opens a failed destination for re-delivery.
+
+    The destination goes back to ``pending`` with ``not_before = now`` and no
+    attempt counted; its failure moves to ``previous_failures`` (the last
+    ``MAX_PREVIOUS_FAILURES``). ``deferred_until = now`` makes the next
+    redrive republish the stored event, and the resume path then delivers
+    this destination only: every other one keeps its record, so nothing
+    delivered or skipped is sent again. ``redrives`` restarts at 0.
+
+    Args:
+        doc: the ledger document.
+        destination: the destination id.
+        now: the current time.
+
+    Returns:
+        The mutation, or None when the destination is not ``failed`` or the
+        entry keeps no delivery event to republish.
+    """
+    record = (doc.get("destinations") or {}).get(destination)
+    if not isinstance(record, Mapping) or record.get("status") != FAILED:
+        return None
+    if not doc.get("event"):
+        return None
+    history = [
+        dict(f) for f in record.get("previous_failures") or () if isinstance(f, Mapping)
+    ]
+    history.append(failure_summary(record, now))
+    reopened: dict[str, Any] = {
+        "status": PENDING,
+        "attempts": 0,
+        "updated_at": now,
+        "not_before": now,
+        "reason": "retry_failed",
+        "previous_failures": history[-MAX_PREVIOUS_FAILURES:],
+    }
+    return LedgerWrite(
+        set={
+            f"destinations.{destination}": reopened,
+            "deferred_until": now,
+            "redrives": 0,
+            "updated_at": now,
+        }
+    )

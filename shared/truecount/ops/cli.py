@@ -1,4 +1,5 @@
-"""``truecount status | trace | replay | reconcile``: delivery, from the ledger.
+"""``truecount status | trace | replay | reconcile | retry-failed``: delivery,
+from the ledger.
 
 The commands read ``ledger/`` in Firestore and the dead-letter subscription in
 Pub/Sub of ``--project`` (default ``GOOGLE_CLOUD_PROJECT``). With
@@ -7,12 +8,14 @@ emulators (``truecount dev``); otherwise against the real project with
 Application Default Credentials. Register them on the main app::
 
     from truecount.ops.cli import reconcile_cmd, replay_cmd, status_cmd, trace_cmd
+    from truecount.ops.cli import retry_failed_cmd
     app.command("status")(status_cmd)
     app.command("trace")(trace_cmd)
     app.command("replay")(replay_cmd)
     app.command("reconcile")(reconcile_cmd)
+    app.command("retry-failed")(retry_failed_cmd)
 
-``ops_app`` has the same four commands, for tests and ``python -m``.
+``ops_app`` has the same five commands, for tests and ``python -m``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
     from truecount.ops import queries
     from truecount.ops.replay import ReplayResult
+    from truecount.ops.retry import RetryResult
     from truecount.ops.store import LedgerReader
 
 ProjectOption = Annotated[
@@ -458,6 +462,151 @@ def replay_cmd(  # noqa: PLR0917 - typer options
         raise typer.Exit(1)
 
 
+# --- retry-failed --------------------------------------------------------------
+
+RETRY_STYLE = {
+    "reopened": "green",
+    "would_reopen": "cyan",
+    "no_event": "red",
+    "busy": "yellow",
+    "changed": "yellow",
+    "over_max": "dim",
+}
+
+
+def render_retry(console: Console, result: RetryResult, limit: int = 50) -> None:
+    """Print what a ``retry-failed`` run did.
+
+    Args:
+        console: where to print.
+        result: the run's result.
+        limit: entry lines shown at most.
+    """
+    from rich.table import Table
+
+    counts = result.counts
+    verb = "would re-open" if result.dry_run else "re-opened"
+    done = counts["would_reopen"] if result.dry_run else counts["reopened"]
+    console.print(
+        f"{sum(counts.values())} failed deliveries to [bold]{result.destination}[/] "
+        f"since {_fmt_time(result.since)}; {verb} {done}"
+        + (
+            f"; [red]{counts['no_event']} cannot re-deliver[/]"
+            if counts["no_event"]
+            else ""
+        )
+        + (
+            f"; {counts['busy'] + counts['changed']} busy or changed"
+            if counts["busy"] + counts["changed"]
+            else ""
+        )
+        + (f"; {counts['over_max']} over --max" if counts["over_max"] else "")
+        + (
+            "  [dim](dry run: nothing written, nothing sent)[/]"
+            if result.dry_run
+            else ""
+        )
+    )
+    if result.by_error:
+        errors = Table(title=f"{verb.capitalize()} by error class")
+        errors.add_column("error class")
+        errors.add_column("entries", justify="right")
+        for klass, count in sorted(result.by_error.items()):
+            errors.add_row(klass, str(count))
+        console.print(errors)
+    if result.entries:
+        table = Table(title="Failed entries")
+        for column in (
+            "failed at",
+            "name",
+            "dedup key",
+            "error",
+            "attempts",
+            "outcome",
+        ):
+            table.add_column(column, overflow="fold")
+        for e in result.entries[:limit]:
+            style = RETRY_STYLE.get(e.outcome, "white")
+            outcome = e.outcome + (f": {e.note}" if e.note else "")
+            table.add_row(
+                _fmt_time(e.failed_at),
+                e.name,
+                e.dedup_key,
+                e.error[:80],
+                str(e.attempts),
+                f"[{style}]{outcome}[/]",
+            )
+        console.print(table)
+        if len(result.entries) > limit:
+            console.print(f"... and {len(result.entries) - limit} more")
+    if result.redrive_message_id:
+        console.print(
+            f"redrive requested (message {result.redrive_message_id}): fanout "
+            "republishes the re-opened events and delivers them once"
+        )
+    elif result.redrive_error:
+        console.print(
+            f"[red]redrive not sent ({result.redrive_error})[/]: the entries stay "
+            "re-opened; the scheduled redrive or `truecount redrive` sends them"
+        )
+
+
+def retry_failed_cmd(  # noqa: PLR0917 - typer options
+    destination: Annotated[
+        str, typer.Option(help="destination id whose failed deliveries to re-send")
+    ],
+    since: Annotated[
+        str, typer.Option(help="failed within: 30m, 24h, 7d ... (ledger updated_at)")
+    ] = "24h",
+    error: Annotated[
+        str | None,
+        typer.Option(
+            help="only this error class, as `truecount status` shows it "
+            "(http_503, max_attempts, max_attempts/http_503, expired ...)"
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="list what would be re-opened; change nothing"),
+    ] = False,
+    max_entries: Annotated[
+        int | None, typer.Option("--max", min=1, help="re-open at most N entries")
+    ] = None,
+    project: ProjectOption = DEFAULT_PROJECT,
+    topic: Annotated[
+        str, typer.Option(envvar="TRUECOUNT_EVENTS_TOPIC", help="events topic")
+    ] = "truecount-events",
+    include_debug: DebugOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-send what failed to one destination (after fixing it), exactly once."""
+    from truecount.ops.retry import publish_redrive, retry_failed
+    from truecount.ops.store import LedgerEditor
+
+    now = datetime.now(UTC)
+    start = _since(since, now)
+    result = retry_failed(
+        _reader(project).updated_since(start, update_time=True),
+        LedgerEditor(lambda: _client(project)),
+        lambda: publish_redrive(project, topic),
+        destination=destination,
+        since=start,
+        now=now,
+        error=error,
+        dry_run=dry_run,
+        max_entries=max_entries,
+        include_debug=include_debug,
+    )
+    if as_json:
+        _echo_json(result.to_dict())
+    else:
+        console = _console()
+        console.print(f"[dim]{_where(project)}[/]")
+        render_retry(console, result)
+    if result.redrive_error:
+        raise typer.Exit(1)
+
+
 # --- reconcile -----------------------------------------------------------------
 
 
@@ -549,7 +698,7 @@ def reconcile_cmd(  # noqa: PLR0917 - typer options
 
 
 ops_app = typer.Typer(
-    help="Truecount operations: status, trace, replay, reconcile.",
+    help="Truecount operations: status, trace, replay, reconcile, retry-failed.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -557,11 +706,13 @@ ops_app.command("status")(status_cmd)
 ops_app.command("trace")(trace_cmd)
 ops_app.command("replay")(replay_cmd)
 ops_app.command("reconcile")(reconcile_cmd)
+ops_app.command("retry-failed")(retry_failed_cmd)
 
 __all__ = [
     "ops_app",
     "reconcile_cmd",
     "replay_cmd",
+    "retry_failed_cmd",
     "status_cmd",
     "trace_cmd",
 ]

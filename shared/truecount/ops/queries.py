@@ -1,4 +1,5 @@
-"""Pure aggregation over ledger documents: status, trace, reconcile.
+"""Pure aggregation over ledger documents: status, trace, reconcile, and the
+selection of ``retry-failed``.
 
 Everything here takes plain dicts, as ``ledger/{sha256(dedup_key)}`` documents
 come out of Firestore (see ``truecount.core.ledger`` for the shape), and
@@ -15,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from truecount.core.dedup import doc_id
-from truecount.models.event import BACKEND_SOURCES, BROWSER_SOURCES
+from truecount.models.event import BACKEND_SOURCES, BROWSER_SOURCES, Event
 
 DELIVERED = "delivered"
 SKIPPED = "skipped"
@@ -241,6 +242,133 @@ def status_report(
                 elif record.get("not_before") is not None:
                     row.deferred += 1
     return report
+
+
+# --- retry-failed --------------------------------------------------------------
+
+#: what ``retry-failed`` does with a failed destination
+RetryVerdict = Literal["reopen", "no_event", "busy"]
+
+
+def error_class_matches(klass: str, wanted: str | None) -> bool:
+    """Whether a failure's error class matches ``--error``.
+
+    ``wanted`` matches the whole class or one ``/``-separated side of it:
+    ``max_attempts`` and ``http_503`` both match ``max_attempts/http_503``.
+
+    Args:
+        klass: from :func:`error_class`.
+        wanted: the filter, or None for every class.
+
+    Returns:
+        True when it matches (always without a filter).
+    """
+    if not wanted:
+        return True
+    wanted = wanted.strip().lower()
+    return klass == wanted or wanted in klass.split("/")
+
+
+@dataclass
+class RetryCandidate:
+    """One ledger entry whose destination failed, and what ``retry-failed``
+    does with it."""
+
+    doc_id: str
+    dedup_key: str
+    name: str
+    event_id: str
+    error_class: str
+    error: str
+    attempts: int
+    failed_at: datetime | None
+    verdict: RetryVerdict
+    #: why it cannot be re-delivered (empty when it can)
+    note: str = ""
+
+
+def ledger_doc_id(doc: Mapping[str, Any]) -> str:
+    """The document's id: ``_id`` as the store set it, else derived from its
+    dedup key (``debug:`` twin for debug events)."""
+    if doc.get("_id"):
+        return str(doc["_id"])
+    key = str(doc.get("dedup_key") or "")
+    return doc_id(f"debug:{key}" if doc.get("debug") else key)
+
+
+def _stored_event_id(doc: Mapping[str, Any]) -> str | None:
+    raw = doc.get("event")
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        return Event.from_json_bytes(raw).event_id
+    except ValueError:  # pydantic's ValidationError is a ValueError
+        return None
+
+
+def retry_candidates(
+    docs: Iterable[Mapping[str, Any]],
+    destination: str,
+    now: datetime,
+    error: str | None = None,
+    include_debug: bool = False,
+) -> list[RetryCandidate]:
+    """The entries whose ``destination`` is ``failed``, oldest failure first.
+
+    Each gets a verdict: ``reopen``; ``no_event`` when the entry keeps no
+    valid delivery event (written before fanout kept it at first sight), so
+    nothing can be republished; ``busy`` while an invocation holds the lease
+    (its status write could hide the re-opening: run again later).
+
+    Args:
+        docs: ledger documents (``_id`` set by the store, else the id is
+            derived from ``dedup_key``).
+        destination: the destination id.
+        now: the current time (for the lease).
+        error: only failures of this error class (see
+            :func:`error_class_matches`).
+        include_debug: also debug (test) events.
+
+    Returns:
+        The candidates.
+    """
+    out: list[RetryCandidate] = []
+    for doc in docs:
+        if doc.get("debug") and not include_debug:
+            continue
+        record = (doc.get("destinations") or {}).get(destination)
+        if not isinstance(record, Mapping) or record.get("status") != FAILED:
+            continue
+        klass = error_class(record)
+        if not error_class_matches(klass, error):
+            continue
+        key = str(doc.get("dedup_key") or "")
+        delivery_id = doc.get("delivery_event_id")
+        verdict: RetryVerdict = "reopen"
+        note = ""
+        stored = _stored_event_id(doc)
+        lease_until = doc.get("lease_until")
+        if stored is None or stored != delivery_id:
+            verdict, note = "no_event", "cannot re-deliver (no stored event)"
+        elif lease_until is not None and lease_until > now:
+            verdict, note = "busy", "another attempt is in flight: run again later"
+        failed_at = record.get("updated_at")
+        out.append(
+            RetryCandidate(
+                doc_id=ledger_doc_id(doc),
+                dedup_key=key,
+                name=str(doc.get("name") or ""),
+                event_id=str(delivery_id or doc.get("event_id") or ""),
+                error_class=klass,
+                error=str(record.get("error") or ""),
+                attempts=int(record.get("attempts") or 0),
+                failed_at=failed_at if isinstance(failed_at, datetime) else None,
+                verdict=verdict,
+                note=note,
+            )
+        )
+    out.sort(key=lambda c: (c.failed_at is None, c.failed_at or now, c.dedup_key))
+    return out
 
 
 # --- reconcile ---------------------------------------------------------------

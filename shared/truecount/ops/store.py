@@ -4,6 +4,8 @@
 * ``reconcile``: ``ledger where name in [...] and created_at >= since``
   (composite index ``name ASC, created_at ASC``; without it, the query falls
   back to ``created_at >= since`` and filters names here).
+* ``retry-failed``: the ``status`` query, then one update per re-opened entry
+  with an ``update_time`` precondition (:class:`LedgerEditor`).
 * ``trace``: document ids first (``purchase:<id>``, ...), then
   ``event_ids array-contains`` and equality on ``transaction_id`` / ``lead_id``
   (single-field indexes, automatic).
@@ -20,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from truecount.core.ledger import COLLECTION as LEDGER_COLLECTION
+from truecount.core.ledger import LedgerWrite
 from truecount.ops.queries import candidate_doc_ids
 
 ClientFactory = Callable[[], Any]
@@ -37,6 +40,8 @@ _IN_LIMIT = 30
 #: documents returned by one lookup at most
 LOOKUP_LIMIT = 20
 ID_FIELD = "_id"
+#: the snapshot's update time, for a write that must not overwrite a change
+UPDATE_TIME_FIELD = "_update_time"
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +66,11 @@ def _field_filter(path: str, op: str, value: Any) -> Any:
     return FieldFilter(path, op, value)
 
 
-def _with_id(snapshot: Any) -> dict[str, Any]:
+def _with_id(snapshot: Any, update_time: bool = False) -> dict[str, Any]:
     doc: dict[str, Any] = snapshot.to_dict() or {}
     doc[ID_FIELD] = snapshot.id
+    if update_time:
+        doc[UPDATE_TIME_FIELD] = snapshot.update_time
     return doc
 
 
@@ -84,11 +91,15 @@ class LedgerReader:
     def _collection(self) -> Any:
         return self._client_factory().collection(self._collection_name)
 
-    def updated_since(self, since: datetime) -> Iterator[dict[str, Any]]:
+    def updated_since(
+        self, since: datetime, *, update_time: bool = False
+    ) -> Iterator[dict[str, Any]]:
         """Documents whose ``updated_at`` is at or after ``since``.
 
         Args:
             since: the window start (timezone-aware).
+            update_time: also set ``_update_time`` (the snapshot's), for
+                :meth:`LedgerEditor.update_if_unchanged`.
 
         Yields:
             Ledger documents (with ``_id``), streamed page by page.
@@ -97,7 +108,7 @@ class LedgerReader:
             filter=_field_filter("updated_at", ">=", since)
         )
         for snapshot in query.stream():
-            yield _with_id(snapshot)
+            yield _with_id(snapshot, update_time)
 
     def created_since(
         self, since: datetime, names: Sequence[str]
@@ -211,3 +222,49 @@ class LedgerReader:
             for field in LEGACY_EVENT_ID_FIELDS:
                 add(self.where_equal(field, arg))
         return list(found.values())
+
+
+class LedgerEditor:
+    """The one write the operations commands make (``retry-failed``).
+
+    Args:
+        client_factory: returns the ``firestore.Client``.
+        collection: the ledger collection name.
+    """
+
+    def __init__(
+        self, client_factory: ClientFactory, collection: str = LEDGER_COLLECTION
+    ) -> None:
+        self._client_factory = client_factory
+        self._collection_name = collection
+
+    def update_if_unchanged(
+        self, doc_id: str, write: LedgerWrite, update_time: Any
+    ) -> bool:
+        """Apply ``write`` in one update, only if the document has not changed
+        since it was read (precondition ``update_time``).
+
+        Args:
+            doc_id: the ledger document id.
+            write: the mutation (``set`` only).
+            update_time: the snapshot's update time, as read; None applies the
+                write whenever the document exists.
+
+        Returns:
+            False when the document changed (or vanished) meanwhile: nothing
+            was written.
+        """
+        from google.api_core import exceptions
+
+        client = self._client_factory()
+        ref = client.collection(self._collection_name).document(doc_id)
+        option = (
+            client.write_option(last_update_time=update_time)
+            if update_time is not None
+            else None
+        )
+        try:
+            ref.update(dict(write.set), option=option)
+        except (exceptions.FailedPrecondition, exceptions.NotFound):
+            return False
+        return True
