@@ -294,15 +294,45 @@ def classify_http(
     if 200 <= status < 300:
         return SendResult("delivered", http_status=status, request_id=request_id)
     text = error or f"http {status}"
-    if is_retryable_status(status):
+    return error_result(is_retryable_status(status), response, text, request_id)
+
+
+def error_result(
+    retryable: bool,
+    response: HttpResponse,
+    error: str,
+    request_id: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> SendResult:
+    """A platform error as a result: ``retry`` (honouring ``Retry-After``) or
+    ``failed``.
+
+    Args:
+        retryable: whether trying again later may succeed.
+        response: the platform's answer.
+        error: the error text for the ledger.
+        request_id: the platform's request or trace id, if known.
+        detail: platform details worth keeping (error codes, rows).
+
+    Returns:
+        The classified result.
+    """
+    if retryable:
         return SendResult(
             "retry",
-            http_status=status,
-            error=text,
+            http_status=response.status,
+            error=error,
             request_id=request_id,
             retry_after=parse_retry_after(response.headers),
+            detail=detail,
         )
-    return SendResult("failed", http_status=status, error=text, request_id=request_id)
+    return SendResult(
+        "failed",
+        http_status=response.status,
+        error=error,
+        request_id=request_id,
+        detail=detail,
+    )
 
 
 def clip(text: str, limit: int = 300) -> str:

@@ -22,11 +22,11 @@ from truecount.destinations.base import (
     drop_empty,
     epoch_millis,
     epoch_seconds,
+    error_result,
     event_time,
     json_body,
     load_settings,
     money,
-    parse_retry_after,
     require_secret,
     resolve_endpoint,
 )
@@ -262,22 +262,8 @@ class MetaDestination(BaseDestination):
             }
         )
         retry = error.get("is_transient") is True or code in RETRY_CODES
-        if retry or (code is None and response.status >= 500):
-            return SendResult(
-                "retry",
-                http_status=response.status,
-                error=text,
-                request_id=trace,
-                retry_after=parse_retry_after(response.headers),
-                detail=detail,
-            )
-        return SendResult(
-            "failed",
-            http_status=response.status,
-            error=text,
-            request_id=trace,
-            detail=detail,
-        )
+        retryable = retry or (code is None and response.status >= 500)
+        return error_result(retryable, response, text, trace, detail)
 
 
 def create(

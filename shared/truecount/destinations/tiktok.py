@@ -21,11 +21,11 @@ from truecount.destinations.base import (
     clip,
     drop_empty,
     epoch_seconds,
+    error_result,
     event_time,
     json_body,
     load_settings,
     money,
-    parse_retry_after,
     require_secret,
     resolve_endpoint,
 )
@@ -200,22 +200,8 @@ class TikTokDestination(BaseDestination):
                 error="tiktok: unreadable response",
                 request_id=request_id,
             )
-        if code in RETRY_CODES or 50000 <= code < 60000:
-            return SendResult(
-                "retry",
-                http_status=response.status,
-                error=text,
-                request_id=request_id,
-                retry_after=parse_retry_after(response.headers),
-                detail=detail,
-            )
-        return SendResult(
-            "failed",
-            http_status=response.status,
-            error=text,
-            request_id=request_id,
-            detail=detail,
-        )
+        retryable = code in RETRY_CODES or 50000 <= code < 60000
+        return error_result(retryable, response, text, request_id, detail)
 
 
 def create(
