@@ -396,6 +396,21 @@ def render_markdown() -> str:
         "",
         *_attribute_rows(),
         "",
+        "Operational attributes, added by Truecount itself:",
+        "",
+        "| attribute | on | meaning |",
+        "|---|---|---|",
+        "| `truecount_command` | a message with body `{}` on the events topic | "
+        "`redrive`: fanout republishes the deferred deliveries that are due "
+        "(Cloud Scheduler sends it every 15 minutes; `truecount redrive` by hand) |",
+        "| `truecount_redrive` | a republished event | `1`: a redrive copy of an "
+        "event already in the ledger (subscriptions can filter it out) |",
+        "| `truecount_dead_letter_reason` | a message on the dead-letter topic | "
+        "why fanout could not process it, e.g. `invalid_event: name: ...` |",
+        "| `truecount_replayed_from`, `truecount_replay_count` | an event put back "
+        "by `truecount replay` | the dead-letter message it came from, and how "
+        "often it was replayed |",
+        "",
         render_config_reference(),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"
