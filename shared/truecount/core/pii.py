@@ -29,10 +29,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from truecount.errors import InvalidPayload
-from truecount.models.event import Event, Identity
+from truecount.models.event import Event, Identity, error_fields
 
 _Normalizer = Callable[[str], str | None]
 
@@ -538,4 +538,10 @@ def sweep_event(event: Event) -> Event:
     for name in ("email_sha256", "email_sha256_google"):
         if identity.get(name) is None:
             identity[name] = getattr(hashed, name)
-    return Event.model_validate(cleaned)
+    try:
+        return Event.model_validate(cleaned)
+    except ValidationError as exc:  # a token longer than the address it replaced
+        raise InvalidPayload(
+            "a field holding an email address is too long once the address is removed",
+            error_fields(exc.errors()),
+        ) from None

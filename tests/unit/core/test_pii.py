@@ -553,3 +553,24 @@ def test_sweep_event_cleans_every_field_and_hashes_the_first_address() -> None:
     clean = Event(event_id="e2", name="page_view", source="ga4", occurred_at=now,
                   received_at=now)  # fmt: skip
     assert pii.sweep_event(clean) is clean
+
+
+def test_sweep_that_would_overflow_a_field_is_a_named_400() -> None:
+    """a@b.co (6 chars) becomes a 19-char token: a session id already at its
+    64-char limit cannot hold it, and that is bad input, not a crash."""
+    from datetime import UTC, datetime
+
+    from truecount.errors import InvalidPayload
+    from truecount.models.event import Client, Event
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    event = Event(
+        event_id="e1", name="page_view", source="ga4", occurred_at=now,
+        received_at=now, client=Client(session_id="s" * 57 + " a@b.co"),
+    )  # fmt: skip
+
+    with pytest.raises(InvalidPayload) as caught:
+        pii.sweep_event(event)
+
+    assert caught.value.status == 400
+    assert [f["path"] for f in caught.value.fields] == ["client.session_id"]
