@@ -61,12 +61,17 @@ def _topic_path(project: str, topic: str) -> str:
     )
 
 
+def _weight(message: Message) -> int:
+    data, attributes = message
+    return len(data) + sum(len(k) + len(v) for k, v in attributes.items())
+
+
 def _chunks(messages: Sequence[Message]) -> list[Sequence[Message]]:
     """Split messages into groups that fit in one ``Publish`` request."""
     out: list[Sequence[Message]] = []
     start, size = 0, 0
-    for index, (data, attributes) in enumerate(messages):
-        weight = len(data) + sum(len(k) + len(v) for k, v in attributes.items())
+    for index, message in enumerate(messages):
+        weight = _weight(message)
         if index > start and (
             index - start >= RPC_MAX_MESSAGES or size + weight > RPC_MAX_BYTES
         ):
@@ -79,20 +84,55 @@ def _chunks(messages: Sequence[Message]) -> list[Sequence[Message]]:
 
 Sender = Callable[[str, Sequence[Message], float], list[str]]
 
+#: A queued caller with less than this many seconds left is failed, not sent.
+MIN_SEND_SECONDS = 0.02
+
 
 class _Slot:
     """One caller's messages waiting in a :class:`GroupCommit`."""
 
-    __slots__ = ("deadline", "done", "error", "ids", "lead", "messages", "topic")
+    __slots__ = (
+        "count",
+        "deadline",
+        "done",
+        "error",
+        "ids",
+        "lead",
+        "messages",
+        "size",
+        "topic",
+    )
 
     def __init__(self, topic: str, messages: Sequence[Message], deadline: float):
         self.topic = topic
         self.messages = messages
         self.deadline = deadline
+        self.count = len(messages)
+        self.size = sum(_weight(m) for m in messages)
         self.done = threading.Event()
         self.ids: list[str] | None = None
         self.error: BaseException | None = None
         self.lead = False
+
+
+def _caller_error(error: BaseException) -> Exception:
+    """A fresh exception for one caller, chained to the group's ``error``.
+
+    Every caller of a failed group gets its own object, so re-raising in one
+    thread never grows the traceback another thread sees. A timeout stays a
+    ``TimeoutError``; anything else becomes a :class:`PublishError` naming
+    only the type of the failure (never its text, which may quote payloads).
+    """
+    if isinstance(error, TimeoutError):
+        fresh: Exception = TimeoutError("publish deadline exceeded")
+    else:
+        fresh = PublishError(f"Publish RPC failed: {type(error).__name__}")
+    fresh.__cause__ = error
+    return fresh
+
+
+def _expired() -> TimeoutError:
+    return TimeoutError("publish deadline exceeded before the message was sent")
 
 
 class GroupCommit:
@@ -101,20 +141,35 @@ class GroupCommit:
     A caller that finds no RPC in flight sends its messages at once (no added
     latency when idle). Callers arriving while an RPC is in flight queue up;
     when it completes, the first of them sends everything queued in one RPC per
-    topic and the others wait for their ids. Under load this turns one RPC per
-    request into one per group, which halves the publishing CPU per request;
-    unlike the SDK's batching, nobody waits for a batch window.
+    topic (more when the group exceeds one ``Publish`` request) and the others
+    wait for their ids. Under load this turns one RPC per request into one per
+    group, which halves the publishing CPU per request; unlike the SDK's
+    batching, nobody waits for a batch window.
 
-    The group's RPC runs until the earliest deadline of its callers, so no
-    caller waits past its own deadline; a caller whose deadline passes while
-    it is still queued withdraws its messages (they are never sent).
+    Deadlines: before each RPC, queued callers with less than
+    :data:`MIN_SEND_SECONDS` left are failed with ``TimeoutError`` and dropped
+    (never sent, so their withdrawal is exact); a leader whose own deadline
+    has passed hands the lead to the first live caller instead of sending.
+    The RPC then runs until the earliest deadline of the *live* callers, so no
+    caller (the leader included, whose thread makes the RPC) waits past its own
+    deadline, and one slow RPC fails only its own group: the callers queued
+    behind it are sent with their own time left. (Sending until the latest
+    deadline would make the leader overrun its deadline by the spread of the
+    callers' timeouts; it fails no fewer callers after a stall.)
+
+    A failure fails only the callers whose messages were in the failed RPC;
+    each gets its own exception object (see :func:`_caller_error`).
 
     Args:
         send: publishes ``(topic_path, messages, deadline)``, returns the ids.
+        clock: the clock of the deadlines (``time.monotonic``; tests fake it).
     """
 
-    def __init__(self, send: Sender) -> None:
+    def __init__(
+        self, send: Sender, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._send = send
+        self._clock = clock
         self._lock = threading.Lock()
         self._pending: list[_Slot] = []
         self._busy = False
@@ -127,14 +182,15 @@ class GroupCommit:
         Args:
             topic_path: ``projects/<p>/topics/<t>``.
             messages: ``(data, attributes)`` pairs.
-            deadline: ``time.monotonic()`` value by which all must be acked.
+            deadline: value of the clock by which all must be acked.
 
         Returns:
             The message ids, in order.
 
         Raises:
             TimeoutError: not acked by the deadline.
-            Exception: what the sender raised for this caller's group.
+            PublishError: the RPC carrying these messages failed (chained to
+                the sender's exception).
         """
         slot = _Slot(topic_path, messages, deadline)
         with self._lock:
@@ -142,61 +198,107 @@ class GroupCommit:
             if not self._busy:
                 self._busy = slot.lead = True
         if not slot.lead:
-            slot.done.wait(max(0.0, deadline - time.monotonic()))
+            slot.done.wait(max(0.0, deadline - self._clock()))
             with self._lock:
                 if not slot.lead:
                     if slot.ids is not None:
                         return slot.ids
                     if slot.error is not None:
-                        raise slot.error
+                        raise _caller_error(slot.error)
                     if slot in self._pending:  # never sent: withdraw
                         self._pending.remove(slot)
                     raise TimeoutError("publish deadline exceeded")
-        self._lead()
+        self._lead(slot)
         if slot.error is not None:
-            raise slot.error
+            raise _caller_error(slot.error)
         assert slot.ids is not None
         return slot.ids
 
-    def _lead(self) -> None:
+    def _take_live(self, slots: list[_Slot], leader: _Slot | None) -> list[_Slot]:
+        """Fail and drop the slots too close to their deadline; keep the rest."""
+        now = self._clock()
+        live: list[_Slot] = []
+        for slot in slots:
+            if slot.deadline - now >= MIN_SEND_SECONDS:
+                live.append(slot)
+            else:
+                slot.error = _expired()
+                if slot is not leader:
+                    slot.done.set()
+        return live
+
+    def _hand_over(self) -> None:
+        """Give the lead to the first queued caller, or go idle (under lock)."""
+        if self._pending:
+            successor = self._pending[0]
+            successor.lead = True
+            successor.done.set()
+        else:
+            self._busy = False
+
+    def _lead(self, leader: _Slot) -> None:
         with self._lock:
             group, self._pending = self._pending, []
+            live = self._take_live(group, leader)
+            if leader.error is not None:  # expired: let a live caller send
+                self._pending = live
+                self._hand_over()
+                return
         try:
-            self._run(group)
+            self._run(live, leader)
         finally:
             with self._lock:
-                if self._pending:  # hand over to the first caller queued since
-                    successor = self._pending[0]
-                    successor.lead = True
-                    successor.done.set()
-                else:
-                    self._busy = False
+                self._hand_over()
 
-    def _run(self, group: list[_Slot]) -> None:
+    def _run(self, group: list[_Slot], leader: _Slot) -> None:
         by_topic: dict[str, list[_Slot]] = {}
         for slot in group:
             by_topic.setdefault(slot.topic, []).append(slot)
         for topic, slots in by_topic.items():
-            messages = [m for slot in slots for m in slot.messages]
-            deadline = min(slot.deadline for slot in slots)
-            ids: list[str] = []
-            error: BaseException | None = None
-            try:
-                ids = self._send(topic, messages, deadline)
-                if len(ids) != len(messages):
-                    error = RuntimeError(f"{len(ids)} ids for {len(messages)}")
-            except Exception as exc:
-                error = exc
-            start = 0
-            for slot in slots:
-                end = start + len(slot.messages)
-                if error is None:
-                    slot.ids = ids[start:end]
-                else:
-                    slot.error = error
-                start = end
-                if not slot.lead:
-                    slot.done.set()
+            for batch in self._batches(slots):
+                with self._lock:
+                    live = self._take_live(batch, leader)
+                if live:
+                    self._send_batch(topic, live, leader)
+
+    @staticmethod
+    def _batches(slots: list[_Slot]) -> list[list[_Slot]]:
+        """Split slots (never one slot) into groups that fit one RPC each."""
+        out: list[list[_Slot]] = [[]]
+        count, size = 0, 0
+        for slot in slots:
+            if out[-1] and (
+                count + slot.count > RPC_MAX_MESSAGES
+                or size + slot.size > RPC_MAX_BYTES
+            ):
+                out.append([])
+                count, size = 0, 0
+            out[-1].append(slot)
+            count += slot.count
+            size += slot.size
+        return out
+
+    def _send_batch(self, topic: str, slots: list[_Slot], leader: _Slot) -> None:
+        messages = [m for slot in slots for m in slot.messages]
+        deadline = min(slot.deadline for slot in slots)
+        ids: list[str] = []
+        error: BaseException | None = None
+        try:
+            ids = self._send(topic, messages, deadline)
+            if len(ids) != len(messages):
+                error = RuntimeError(f"{len(ids)} ids for {len(messages)}")
+        except Exception as exc:
+            error = exc
+        start = 0
+        for slot in slots:
+            end = start + slot.count
+            if error is None:
+                slot.ids = ids[start:end]
+            else:
+                slot.error = error
+            start = end
+            if slot is not leader:
+                slot.done.set()
 
 
 class DirectPublishClient:
@@ -252,7 +354,8 @@ class DirectPublishClient:
 
         Raises:
             TimeoutError: not acked by the deadline.
-            grpc.RpcError: a non-retryable failure (e.g. the topic is missing).
+            PublishError: a non-retryable failure (e.g. the topic is missing),
+                chained to the ``grpc.RpcError``.
         """
         return self._group.publish(topic_path, messages, deadline)
 
@@ -464,9 +567,10 @@ class PubSubPublisher:
                 f"within {self.timeout:g}s"
             ) from exc
         except Exception as exc:
+            cause = exc.__cause__ if isinstance(exc, PublishError) else None
             raise PublishError(
                 f"publishing {count} message(s) to {topic_path} failed: "
-                f"{type(exc).__name__}"
+                f"{type(cause or exc).__name__}"
             ) from exc
         if len(ids) != count:
             raise PublishError(

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 
 import pytest
 
-from truecount.adapters.pubsub import GroupCommit, PubSubPublisher
+from truecount.adapters import pubsub
+from truecount.adapters.pubsub import (
+    MIN_SEND_SECONDS,
+    GroupCommit,
+    PubSubPublisher,
+)
 from truecount.errors import PublishError
 
 Message = tuple[bytes, Mapping[str, str]]
@@ -17,22 +23,35 @@ Message = tuple[bytes, Mapping[str, str]]
 class GatedSender:
     """Records each call; the first call blocks until ``release`` is set."""
 
-    def __init__(self, error: Exception | None = None) -> None:
+    def __init__(
+        self,
+        error: Exception | None = None,
+        first_error: Exception | None = None,
+        fail_on: bytes | None = None,
+    ) -> None:
         self.calls: list[tuple[str, list[bytes]]] = []
+        self.deadlines: list[float] = []
         self.entered = threading.Event()
         self.release = threading.Event()
         self.error = error
+        self.first_error = first_error
+        self.fail_on = fail_on
         self._count = 0
 
     def __call__(
         self, topic: str, messages: Sequence[Message], deadline: float
     ) -> list[str]:
         self.calls.append((topic, [data for data, _ in messages]))
+        self.deadlines.append(deadline)
         if len(self.calls) == 1:
             self.entered.set()
             assert self.release.wait(5)
+            if self.first_error is not None:
+                raise self.first_error
         if self.error is not None:
             raise self.error
+        if self.fail_on is not None and self.fail_on in self.calls[-1][1]:
+            raise RuntimeError(f"rejected {self.fail_on!r}")
         ids = []
         for data, _ in messages:
             self._count += 1
@@ -104,22 +123,111 @@ def test_callers_queued_behind_an_rpc_share_the_next_call_and_split_the_ids():
     assert third_out == {"value": [by_data[b"d"]]}
 
 
-def test_a_failed_call_raises_its_error_in_every_caller_of_the_group():
-    """The sender's exception reaches the leader and each queued caller."""
-    sender = GatedSender(error=RuntimeError("broker said no"))
+def test_a_failed_call_gives_every_caller_of_the_group_its_own_error():
+    """Each caller gets a fresh PublishError chained to the sender's exception."""
+    broker_error = RuntimeError("broker said no to secret@example.com")
+    sender = GatedSender(error=broker_error)
     group = GroupCommit(sender)
     leader, leader_out = _start(group.publish, "t", [(b"a", {})], _later())
     assert sender.entered.wait(5)
-    queued, queued_out = _start(group.publish, "t", [(b"b", {})], _later())
-    _wait_queued(group, 1)
+    queued = [_start(group.publish, "t", [(b"q", {})], _later()) for _ in range(3)]
+    _wait_queued(group, 3)
 
     sender.release.set()
     leader.join(5)
-    queued.join(5)
+    for thread, _ in queued:
+        thread.join(5)
 
-    assert isinstance(leader_out["error"], RuntimeError)
-    assert isinstance(queued_out["error"], RuntimeError)
-    assert str(queued_out["error"]) == "broker said no"
+    errors = [leader_out["error"]] + [out["error"] for _, out in queued]
+    assert all(isinstance(error, PublishError) for error in errors)
+    assert all(error.__cause__ is broker_error for error in errors)
+    assert len({id(error) for error in errors}) == 4
+    assert {str(error) for error in errors} == {"Publish RPC failed: RuntimeError"}
+    depths = [len(traceback.extract_tb(error.__traceback__)) for error in errors]
+    assert max(depths) <= 2
+
+
+class FakeClock:
+    """A settable monotonic clock for deadline decisions."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_callers_queued_behind_a_stalled_rpc_are_sent_with_their_own_time_left():
+    """A stall fails its own group and the expired successor, not the live rest."""
+    clock = FakeClock()
+    sender = GatedSender(first_error=TimeoutError("stalled"))
+    group = GroupCommit(sender, clock=clock)
+    # Real-time waits are bounded by deadline - clock(): 1000 s, never reached.
+    stalled, stalled_out = _start(group.publish, "t", [(b"a", {})], 1000.0)
+    assert sender.entered.wait(5)
+    successor, successor_out = _start(group.publish, "t", [(b"b", {})], 1000.0)
+    _wait_queued(group, 1)
+    live = [_start(group.publish, "t", [(m, {})], 1500.0) for m in (b"c", b"d")]
+    _wait_queued(group, 3)
+
+    clock.now = 1000.0  # the first RPC stalled until its callers' deadline
+    sender.release.set()
+    for thread, _ in [(stalled, None), (successor, None), *live]:
+        thread.join(5)
+
+    assert isinstance(stalled_out["error"], TimeoutError)
+    assert isinstance(successor_out["error"], TimeoutError)
+    assert [sent for _, sent in sender.calls] == [[b"a"], [b"c", b"d"]]
+    assert sender.deadlines == [1000.0, 1500.0]
+    assert [out for _, out in live] == [{"value": ["c#1"]}, {"value": ["d#2"]}]
+
+
+def test_an_expired_queued_caller_is_dropped_without_shortening_the_group_rpc():
+    """A queued caller past its deadline fails unsent; the rest keep their time."""
+    clock = FakeClock()
+    sender = GatedSender()
+    group = GroupCommit(sender, clock=clock)
+    leader, leader_out = _start(group.publish, "t", [(b"a", {})], 1000.0)
+    assert sender.entered.wait(5)
+    first, first_out = _start(group.publish, "t", [(b"b", {})], 1500.0)
+    _wait_queued(group, 1)
+    expired, expired_out = _start(group.publish, "t", [(b"x", {})], 1000.0)
+    _wait_queued(group, 2)
+
+    clock.now = 1000.0 - MIN_SEND_SECONDS / 2  # nearly expired: below the minimum
+    sender.release.set()
+    for thread in (leader, first, expired):
+        thread.join(5)
+
+    assert leader_out == {"value": ["a#1"]}
+    assert first_out == {"value": ["b#2"]}
+    assert isinstance(expired_out["error"], TimeoutError)
+    assert [sent for _, sent in sender.calls] == [[b"a"], [b"b"]]
+    assert sender.deadlines[1] == 1500.0
+
+
+def test_a_failed_chunk_fails_only_the_callers_whose_messages_it_carried(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A group larger than one RPC is sent per chunk; only its callers fail."""
+    monkeypatch.setattr(pubsub, "RPC_MAX_MESSAGES", 2)
+    sender = GatedSender(fail_on=b"c")
+    group = GroupCommit(sender)
+    leader, leader_out = _start(group.publish, "t", [(b"a", {})], _later())
+    assert sender.entered.wait(5)
+    first, first_out = _start(group.publish, "t", [(b"b1", {}), (b"b2", {})], _later())
+    _wait_queued(group, 1)
+    second, second_out = _start(group.publish, "t", [(b"c", {})], _later())
+    _wait_queued(group, 2)
+
+    sender.release.set()
+    for thread in (leader, first, second):
+        thread.join(5)
+
+    assert [sent for _, sent in sender.calls] == [[b"a"], [b"b1", b"b2"], [b"c"]]
+    assert leader_out == {"value": ["a#1"]}
+    assert first_out == {"value": ["b1#2", "b2#3"]}
+    assert isinstance(second_out["error"], PublishError)
 
 
 def test_a_queued_caller_past_its_deadline_withdraws_and_the_group_recovers():
