@@ -343,6 +343,60 @@ def _stored_event(raw: Any) -> Event | None:
         return None
 
 
+@dataclass(frozen=True)
+class RedriveStep:
+    """What the redrive does with one entry, decided on a fresh read.
+
+    Attributes:
+        event: the stored event to republish; None when there is nothing to do.
+        redrives: the entry's redrive count (this one included if republished).
+        gave_up: the error the entry was given up with, if it was.
+        failed: the destinations marked failed on giving up.
+    """
+
+    event: Event | None = None
+    redrives: int = 0
+    gave_up: str | None = None
+    failed: tuple[str, ...] = ()
+
+
+def _redrive_step(
+    doc: Mapping[str, Any] | None, now: datetime
+) -> tuple[LedgerWrite | None, RedriveStep]:
+    """The redrive's write for one entry (pure; run inside a transaction).
+
+    Nothing when the entry is gone or no longer due (a resume cleared
+    ``deferred_until``, another redrive moved it ahead); a give-up when its
+    event is invalid or it was redriven ``MAX_REDRIVES`` times; otherwise
+    ``deferred_until`` moves ``REDRIVE_RETRY`` ahead and the event is
+    republished.
+    """
+    if doc is None:
+        return None, RedriveStep()
+    due_at = doc.get("deferred_until")
+    redrives = int(doc.get("redrives") or 0)
+    if due_at is None or due_at > now:
+        return None, RedriveStep(redrives=redrives)
+    event = _stored_event(doc.get("event"))
+    error = None
+    if event is None:
+        error = ledger_core.INVALID_STORED_EVENT_ERROR
+    elif redrives >= MAX_REDRIVES:
+        error = ledger_core.MAX_REDRIVES_ERROR
+    if error is not None:
+        failed = tuple(sorted(ledger_core.given_up_destinations(doc)))
+        write = ledger_core.give_up(doc, error, now)
+        return write, RedriveStep(redrives=redrives, gave_up=error, failed=failed)
+    write = LedgerWrite(
+        set={
+            "deferred_until": now + REDRIVE_RETRY,
+            "redrives": redrives + 1,
+            "updated_at": now,
+        }
+    )
+    return write, RedriveStep(event=event, redrives=redrives + 1)
+
+
 class FanoutService:
     """Processes Pub/Sub messages; every collaborator is injected.
 
@@ -453,7 +507,14 @@ class FanoutService:
         delivers the destinations that are due, and the ledger keeps any other
         from being sent twice. Before publishing, ``deferred_until`` moves
         ``REDRIVE_RETRY`` ahead, so an entry whose resume never happens is
-        tried again later, at most ``MAX_REDRIVES`` times.
+        tried again later, at most ``MAX_REDRIVES`` times; then (or when its
+        stored event no longer validates) it is given up: its deferred
+        destinations become ``failed`` (``max_redrives``,
+        ``invalid_stored_event``), where ``truecount retry-failed`` sees them.
+
+        Each entry is bumped in a transaction on a fresh read (one read and
+        one write): an entry a concurrent resume or redrive has meanwhile
+        cleared or moved ahead is left alone, never set due again.
 
         Args:
             now: the current time.
@@ -471,31 +532,19 @@ class FanoutService:
             log.error("redrive: no events topic configured")
             return FanoutResult("redrive", reason="no events topic")
         published = 0
-        for ledger_id, doc in self.ledger.due(now, limit):
-            raw = doc.get("event")
-            redrives = int(doc.get("redrives") or 0) + 1
-            event = _stored_event(raw)
-            if event is None or redrives > MAX_REDRIVES:
-                self.ledger.update(
-                    ledger_id,
-                    LedgerWrite(set={"deferred_until": None, "updated_at": now}),
-                )
-                log.error(
-                    "redrive: ledger entry %s given up",
-                    ledger_id,
-                    extra={"ledger_id": ledger_id, "redrives": redrives - 1},
-                )
-                continue
-            self.ledger.update(
-                ledger_id,
-                LedgerWrite(
-                    set={
-                        "deferred_until": now + REDRIVE_RETRY,
-                        "redrives": redrives,
-                        "updated_at": now,
-                    }
-                ),
+        for ledger_id, _ in self.ledger.due(now, limit):
+            # the bump is decided on a fresh read in a transaction: a plain
+            # update could resurrect a deferred_until that a concurrent resume
+            # (or another redrive) has just cleared or moved ahead
+            step = self.ledger.transact(
+                ledger_id, lambda fresh: _redrive_step(fresh, now)
             )
+            if step.gave_up is not None:
+                self._log_given_up(ledger_id, step)
+                continue
+            if step.event is None:
+                continue  # no longer due: resumed or redriven meanwhile
+            event = step.event
             attributes = {**event.pubsub_attributes(), REDRIVEN_ATTRIBUTE: "1"}
             try:
                 self.publisher.publish_raw(
@@ -510,6 +559,29 @@ class FanoutService:
             extra={"decision": "redrive", "republished": published},
         )
         return FanoutResult("redrive", reason=f"republished {published}")
+
+    def _log_given_up(self, ledger_id: str, step: RedriveStep) -> None:
+        for dest in step.failed:
+            log.error(
+                "destination %s: failed",
+                dest,
+                extra={
+                    "destination": dest,
+                    "outcome": "failed",
+                    "error": step.gave_up,
+                    "ledger_id": ledger_id,
+                },
+            )
+        log.error(
+            "redrive: ledger entry %s given up (%s)",
+            ledger_id,
+            step.gave_up,
+            extra={
+                "ledger_id": ledger_id,
+                "redrives": step.redrives,
+                "error": step.gave_up,
+            },
+        )
 
     def process(self, event: Event, now: datetime) -> FanoutResult:
         """Process one validated event (see the module docstring).

@@ -23,7 +23,9 @@ Pub/Sub's backoff (Google Ads ``TOO_RECENT_EVENT``) stays ``pending`` with
 ``not_before``; the entry keeps the delivery event (``event``) and
 ``deferred_until`` (the earliest ``not_before``), so that a redrive can find it
 (``LedgerStore.due``) and republish the event once it is due. Until then a
-redelivery leaves it alone.
+redelivery leaves it alone. A copy with nothing left to do corrects a stale
+``deferred_until`` (see ``decide``); an entry given up by the redrive has its
+deferred destinations failed (:func:`give_up`).
 
 Re-delivery of failures (``truecount retry-failed``): :func:`reopen_failed`
 puts a ``failed`` destination back to ``pending`` with ``not_before = now`` and
@@ -295,6 +297,34 @@ def deferred_until(statuses: Mapping[str, Mapping[str, Any]]) -> datetime | None
     return min(times) if times else None
 
 
+def _done(
+    doc: Mapping[str, Any],
+    statuses: Mapping[str, Mapping[str, Any]],
+    destination_ids: Sequence[str],
+    now: datetime,
+    reason: str,
+) -> Decision:
+    """``done``, correcting a stale ``deferred_until`` if there is one.
+
+    The stored value must be what the statuses of the destinations that still
+    exist and accept the event imply; otherwise (a redrive's bump that lost a
+    race, a deferred destination removed from the config) the redrive would
+    republish the event forever. The correction is applied in a transaction,
+    and only when the stored value is stale: the common path writes nothing.
+    """
+    live = {d: statuses[d] for d in destination_ids if d in statuses}
+    implied = deferred_until(live)
+    if doc.get("deferred_until") == implied:
+        return Decision("done", reason=reason)
+    write = LedgerWrite(set={"deferred_until": implied, "updated_at": now})
+    return Decision(
+        "done",
+        write,
+        transactional=True,
+        reason=f"{reason} (stale deferred_until corrected)",
+    )
+
+
 def decide(
     doc: Mapping[str, Any],
     event: Event,
@@ -327,11 +357,19 @@ def decide(
     if doc.get("delivery_event_id") == event_id:
         todo = _todo(statuses, destination_ids)
         if not todo:
-            return Decision("done", reason="every destination is done")
+            return _done(
+                doc, statuses, destination_ids, now, "every destination is done"
+            )
         if not any(is_due(statuses.get(d) or {}, now) for d in todo):
             # only deferred destinations are left: the redrive republishes
             # the event once they are due
-            return Decision("done", reason="deferred destinations are not due yet")
+            return _done(
+                doc,
+                statuses,
+                destination_ids,
+                now,
+                "deferred destinations are not due yet",
+            )
         lease_until = doc.get("lease_until")
         if lease_until is not None and lease_until > now:
             return Decision("busy", reason="another attempt is in flight")
@@ -533,3 +571,46 @@ def reopen_failed(
             "updated_at": now,
         }
     )
+
+
+#: fields of a deferred record dropped when it is given up
+_DEFERRAL_FIELDS = ("not_before", "retryable", "retry_after", "reason")
+#: ``error`` of a deferred destination given up after ``MAX_REDRIVES`` redrives
+MAX_REDRIVES_ERROR = "max_redrives"
+#: ``error`` of a deferred destination whose entry keeps no valid event
+INVALID_STORED_EVENT_ERROR = "invalid_stored_event"
+
+
+def give_up(doc: Mapping[str, Any], error: str, now: datetime) -> LedgerWrite:
+    """The write that gives up redriving an entry.
+
+    Every deferred destination (``pending`` with ``not_before``) becomes
+    ``failed`` with ``error``, recorded like any failure (attempts, deferrals,
+    first attempt and ``previous_failures`` kept), so that status and
+    ``truecount retry-failed`` see it; ``deferred_until`` is cleared.
+
+    Args:
+        doc: the ledger document, read in the same transaction.
+        error: ``max_redrives`` or ``invalid_stored_event``.
+        now: the current time.
+
+    Returns:
+        The mutation.
+    """
+    updates: dict[str, Any] = {"deferred_until": None, "updated_at": now}
+    for dest, record in given_up_destinations(doc).items():
+        failed = {k: v for k, v in record.items() if k not in _DEFERRAL_FIELDS}
+        failed.update({"status": FAILED, "error": error, "updated_at": now})
+        updates[f"destinations.{dest}"] = failed
+    return LedgerWrite(set=updates)
+
+
+def given_up_destinations(doc: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The deferred destinations of an entry (``pending`` with ``not_before``)."""
+    return {
+        str(d): r
+        for d, r in (doc.get("destinations") or {}).items()
+        if isinstance(r, Mapping)
+        and r.get("status", PENDING) == PENDING
+        and r.get("not_before") is not None
+    }

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,11 +23,12 @@ from truecount.core.dedup import doc_id
 from truecount.core.fanout import (
     COMMAND_ATTRIBUTE,
     DEAD_LETTER_REASON,
+    MAX_REDRIVES,
     REDRIVEN_ATTRIBUTE,
     FanoutService,
     dead_letter_attributes,
 )
-from truecount.core.ledger import InvalidWriteError, LedgerWrite
+from truecount.core.ledger import InvalidWriteError, LedgerWrite, reopen_failed
 from truecount.destinations.registry import build_destinations
 from truecount.errors import RetryableError
 from truecount.models.event import ClickIds, Client, Event, Identity
@@ -512,3 +515,185 @@ def test_dead_lettered_message_with_a_non_ascii_reason_fits_pubsub() -> None:
 
     [(_, _, attributes)] = world.publisher.messages
     assert len(attributes[DEAD_LETTER_REASON].encode("utf-8")) <= 1024
+
+
+# --- redrive races and giving up -----------------------------------------------
+
+
+class _Errors(logging.Handler):
+    """Keeps the ERROR records of the fanout logger (it does not propagate)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def errors() -> Iterator[_Errors]:
+    handler = _Errors()
+    logger = logging.getLogger("truecount.core.fanout")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def _run_hourly(world: World, start: datetime, runs: int) -> datetime:
+    """Redrive hourly (plus a minute), delivering every republished copy."""
+    at = start
+    for _ in range(runs):
+        at += timedelta(hours=1, minutes=1)
+        before = len(_republished(world))
+        world.service.redrive(at)
+        for message in _republished(world)[before:]:
+            world.service.handle(_redelivery(message), at)
+    return at
+
+
+def test_redrive_racing_a_resume_does_not_set_the_entry_due_again(
+    errors: _Errors,
+) -> None:
+    """A Pub/Sub redelivery resumes (and clears deferred_until) between the
+    redrive's query and its bump: the bump, decided on a fresh read, leaves the
+    entry alone; no republish loop, no "given up" error."""
+    world = _deferring_world()
+    world.service.process(_purchase(), NOW)
+    later = NOW + timedelta(hours=7)
+    real_due = world.ledger.due
+
+    def due_then_concurrent_resume(now: datetime, limit: int) -> Any:
+        found = real_due(now, limit)
+        world.service.process(_purchase(), now)
+        return found
+
+    world.ledger.due = due_then_concurrent_resume  # type: ignore[method-assign]
+    world.service.redrive(later)
+    world.ledger.due = real_due  # type: ignore[method-assign]
+    _run_hourly(world, later, 60)
+
+    doc = world.doc(KEY)
+    assert doc["destinations"]["a"]["status"] == "delivered"
+    assert doc["deferred_until"] is None
+    assert len(_republished(world)) == 0
+    assert len(world.sender.sent_to(A)) == 2
+    assert errors.messages == []
+
+
+def test_overlapping_redrives_republish_an_entry_once() -> None:
+    """Two redrive commands whose queries both saw the entry due: the second
+    bump sees it moved ahead and neither writes nor republishes."""
+    world = _deferring_world()
+    world.service.process(_purchase(), NOW)
+    later = NOW + timedelta(hours=7)
+    real_due = world.ledger.due
+
+    def due_then_other_redrive(now: datetime, limit: int) -> Any:
+        found = real_due(now, limit)
+        world.ledger.due = real_due  # type: ignore[method-assign]
+        world.service.redrive(now)
+        return found
+
+    world.ledger.due = due_then_other_redrive  # type: ignore[method-assign]
+    world.service.redrive(later)
+
+    assert len(_republished(world)) == 1
+    assert world.doc(KEY)["redrives"] == 1
+
+
+def test_copy_with_nothing_left_clears_a_stale_deferred_until(
+    errors: _Errors,
+) -> None:
+    """deferred_until set again after delivery (an older redrive's bump): the
+    next redrive republishes once, the copy is done and clears the field with
+    one write; nothing is sent again, nothing given up."""
+    world = _deferring_world()
+    world.service.process(_purchase(), NOW)
+    later = NOW + timedelta(hours=7)
+    world.service.redrive(later)
+    world.service.handle(_redelivery(_republished(world)[-1]), later)
+    world.ledger.update(
+        doc_id(KEY), LedgerWrite(set={"deferred_until": later + timedelta(hours=1)})
+    )
+    writes = world.ledger.ops.writes
+
+    at = later + timedelta(hours=1, minutes=1)
+    world.service.redrive(at)
+    result = world.service.handle(_redelivery(_republished(world)[-1]), at)
+
+    assert result.action == "done"
+    # the bump, the rejected create, the correction
+    assert world.ledger.ops.writes == writes + 3
+    assert world.doc(KEY)["deferred_until"] is None
+    _run_hourly(world, at, 60)
+    assert len(_republished(world)) == 2
+    assert (len(world.sender.sent_to(A)), len(world.sender.sent_to(B))) == (2, 1)
+    assert errors.messages == []
+
+
+def test_deferred_destination_removed_from_the_config_is_redriven_once(
+    errors: _Errors,
+) -> None:
+    """The deferred destination leaves the config before it is due: the one
+    republished copy is done and clears deferred_until; no loop, no error."""
+    world = _deferring_world()
+    world.service.process(_purchase(), NOW)
+    world.service.destinations = [world.b]
+
+    _run_hourly(world, NOW + timedelta(hours=6), 60)
+
+    doc = world.doc(KEY)
+    assert len(_republished(world)) == 1
+    assert doc["deferred_until"] is None
+    assert doc["redrives"] == 1
+    assert errors.messages == []
+
+
+def test_entry_given_up_after_max_redrives_fails_its_deferred_destination(
+    errors: _Errors,
+) -> None:
+    """Copies that never resume: after MAX_REDRIVES republishes the entry is
+    given up and its deferred destination is failed: max_redrives, visible to
+    status and retry-failed."""
+    world = _deferring_world()
+    world.service.process(_purchase(), NOW)
+    at = NOW + timedelta(hours=7)
+    for _ in range(MAX_REDRIVES + 3):
+        world.service.redrive(at)  # the copies are lost
+        at += timedelta(hours=1, minutes=1)
+
+    doc = world.doc(KEY)
+    rec = doc["destinations"]["a"]
+    assert len(_republished(world)) == MAX_REDRIVES
+    assert (rec["status"], rec["error"], rec["deferrals"]) == (
+        "failed",
+        "max_redrives",
+        1,
+    )
+    assert "not_before" not in rec
+    assert doc["deferred_until"] is None
+    assert doc["destinations"]["b"]["status"] == "delivered"
+    assert errors.messages == [
+        "destination a: failed",
+        f"redrive: ledger entry {doc_id(KEY)} given up (max_redrives)",
+    ]
+    assert reopen_failed(doc, "a", at) is not None
+
+
+def test_entry_with_an_invalid_stored_event_fails_as_invalid_stored_event() -> None:
+    """A stored event that no longer validates: nothing republished, the
+    deferred destination failed: invalid_stored_event."""
+    world = _deferring_world()
+    world.service.process(_purchase(), NOW)
+    world.ledger.update(doc_id(KEY), LedgerWrite(set={"event": '{"name": 1}'}))
+
+    world.service.redrive(NOW + timedelta(hours=7))
+
+    doc = world.doc(KEY)
+    assert _republished(world) == []
+    assert doc["destinations"]["a"]["status"] == "failed"
+    assert doc["destinations"]["a"]["error"] == "invalid_stored_event"
+    assert doc["deferred_until"] is None

@@ -8,6 +8,7 @@ from decimal import Decimal
 from truecount.core.ledger import (
     MAX_DUPLICATES,
     decide,
+    give_up,
     held_context,
     new_entry,
     status_write,
@@ -281,6 +282,7 @@ def test_redelivery_with_only_deferred_destinations_not_due_is_done() -> None:
         "ga4": {"status": "delivered", "attempts": 1},
         "meta": _deferred(NOW + timedelta(hours=6)),
     }
+    doc["deferred_until"] = NOW + timedelta(hours=6)
 
     decision = decide(doc, event, "first", DESTS, now=NOW, lease=LEASE)
 
@@ -344,3 +346,72 @@ def test_status_write_can_keep_the_lease() -> None:
     write = status_write({}, {}, {}, 1, NOW, lease_until=NOW + LEASE)
 
     assert write.set["lease_until"] == NOW + LEASE
+
+
+def test_done_copy_corrects_a_stale_deferred_until_in_a_transaction() -> None:
+    """Every destination done but deferred_until still set (a redrive's bump
+    that lost a race): done, with one transactional write clearing it."""
+    event = _purchase("st-1", "stripe")
+    doc = _entry(event)
+    doc["destinations"] = {
+        "ga4": {"status": "delivered", "attempts": 1},
+        "meta": {"status": "delivered", "attempts": 1},
+    }
+    doc["deferred_until"] = NOW + timedelta(hours=1)
+
+    decision = decide(doc, event, "first", DESTS, now=NOW, lease=LEASE)
+
+    assert (decision.action, decision.transactional) == ("done", True)
+    assert decision.write is not None
+    assert dict(decision.write.set) == {"deferred_until": None, "updated_at": NOW}
+    apply_write(doc, decision.write)
+    again = decide(doc, event, "first", DESTS, now=NOW, lease=LEASE)
+    assert (again.action, again.write) == ("done", None)
+
+
+def test_done_copy_ignores_a_deferred_destination_no_longer_configured() -> None:
+    """A deferred destination removed from the config no longer counts: the
+    stored deferred_until is corrected to what the live destinations imply."""
+    event = _purchase("st-1", "stripe")
+    doc = _entry(event)
+    doc["destinations"] = {
+        "ga4": _deferred(NOW + timedelta(hours=3)),
+        "meta": _deferred(NOW + timedelta(hours=1)),
+    }
+    doc["deferred_until"] = NOW + timedelta(hours=1)
+
+    decision = decide(doc, event, "first", ["ga4"], now=NOW, lease=LEASE)
+
+    assert decision.action == "done"
+    assert decision.write is not None
+    assert decision.write.set["deferred_until"] == NOW + timedelta(hours=3)
+
+
+def test_give_up_fails_the_deferred_destinations_and_clears_deferred_until() -> None:
+    """Giving up marks every deferred destination failed with the error, keeps
+    its counters, leaves done and retrying ones alone, clears deferred_until."""
+    event = _purchase("st-1", "stripe")
+    doc = _entry(event)
+    doc["destinations"] = {
+        "ga4": {"status": "delivered", "attempts": 1},
+        "meta": {
+            **_deferred(NOW - timedelta(hours=1)),
+            "deferrals": 2,
+            "retry_after": 22500,
+        },
+        "tiktok": {"status": "pending", "attempts": 1, "retryable": True},
+    }
+    doc["deferred_until"] = NOW - timedelta(hours=1)
+
+    apply_write(doc, give_up(doc, "max_redrives", NOW))
+
+    assert doc["deferred_until"] is None
+    assert doc["destinations"]["meta"] == {
+        "status": "failed",
+        "attempts": 0,
+        "deferrals": 2,
+        "error": "max_redrives",
+        "updated_at": NOW,
+    }
+    assert doc["destinations"]["ga4"] == {"status": "delivered", "attempts": 1}
+    assert doc["destinations"]["tiktok"]["status"] == "pending"
